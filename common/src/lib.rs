@@ -1,0 +1,11 @@
+//! Shared plumbing for the k3rs daemons: logging setup, the health/metrics
+//! HTTP endpoint, and one retry/back-off helper. Domain logic does not belong
+//! here; keep this crate small and boring.
+
+pub mod backoff;
+pub mod health;
+pub mod logging;
+
+pub use backoff::Backoff;
+pub use health::{HealthServer, Readiness};
+pub use logging::LogFormat;

@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# Installs and starts what building and testing k3rs needs on Debian 12.
+# Idempotent: fast when everything is already in place.
+set -euo pipefail
+
+SUDO=""
+if [ "$(id -u)" != 0 ]; then SUDO="sudo"; fi
+
+need=()
+command -v protoc >/dev/null || need+=(protobuf-compiler)
+command -v etcd >/dev/null || need+=(etcd-server)
+command -v etcdctl >/dev/null || need+=(etcd-client)
+if [ "${#need[@]}" -gt 0 ]; then
+  echo "setup: installing ${need[*]}"
+  $SUDO apt-get update -qq
+  $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+fi
+# The Debian package may start a system etcd on :2379; tests use their own ports, so stop it.
+if command -v systemctl >/dev/null && systemctl is-active --quiet etcd 2>/dev/null; then
+  $SUDO systemctl disable --now etcd >/dev/null 2>&1 || true
+fi
+
+if ! command -v cargo-nextest >/dev/null && ! cargo nextest --version >/dev/null 2>&1; then
+  cargo install --locked cargo-nextest
+fi
+
+# Databases the tests use (CI has them installed; start them if they are down).
+if command -v pg_ctlcluster >/dev/null && ! (exec 3<>/dev/tcp/127.0.0.1/5432) 2>/dev/null; then
+  echo "setup: starting PostgreSQL"
+  $SUDO pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql | head -1)" main start || true
+fi
+if command -v mariadbd >/dev/null && ! (exec 3<>/dev/tcp/127.0.0.1/3306) 2>/dev/null; then
+  echo "setup: starting MariaDB"
+  $SUDO start-stop-daemon --start --oknodo --background --exec /usr/sbin/mariadbd || true
+fi
+for i in $(seq 1 30); do
+  pg=0; my=0
+  (exec 3<>/dev/tcp/127.0.0.1/5432) 2>/dev/null && pg=1
+  (exec 3<>/dev/tcp/127.0.0.1/3306) 2>/dev/null && my=1
+  [ "$pg$my" = 11 ] && break
+  sleep 1
+done

@@ -1,0 +1,1 @@
+//! Test fixtures shared by the k3rs cross-daemon tests and the bench program.
