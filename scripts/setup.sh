@@ -8,6 +8,8 @@ if [ "$(id -u)" != 0 ]; then SUDO="sudo"; fi
 
 need=()
 command -v protoc >/dev/null || need+=(protobuf-compiler)
+# etcd-client's build imports google/protobuf/*.proto, shipped by libprotobuf-dev.
+[ -f /usr/include/google/protobuf/descriptor.proto ] || need+=(libprotobuf-dev)
 command -v etcd >/dev/null || need+=(etcd-server)
 command -v etcdctl >/dev/null || need+=(etcd-client)
 if [ "${#need[@]}" -gt 0 ]; then

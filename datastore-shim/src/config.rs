@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use tokio::net::{TcpListener, UnixListener};
-use tokio_stream::wrappers::{TcpListenerStream, UnixListenerStream};
+use tokio_stream::wrappers::UnixListenerStream;
 use tonic::transport::server::Router;
 
 use crate::error::Error;
@@ -249,8 +249,12 @@ impl BoundListener {
     ) -> Result<(), tonic::transport::Error> {
         match self {
             Self::Tcp(l) => {
+                // Without TCP_NODELAY small responses wait for the peer's delayed ACK (~40 ms).
+                let incoming = tonic::transport::server::TcpIncoming::from(l)
+                    .with_nodelay(Some(true))
+                    .with_keepalive(Some(std::time::Duration::from_secs(60)));
                 router
-                    .serve_with_incoming_shutdown(TcpListenerStream::new(l), shutdown)
+                    .serve_with_incoming_shutdown(incoming, shutdown)
                     .await
             }
             Self::Unix(l, path) => {

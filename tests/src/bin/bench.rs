@@ -1,1 +1,526 @@
-fn main() {}
+//! The k3rs benchmark program. `bench datastore` runs the same load against a
+//! real etcd 3.4 and against k3rs-datastore on SQLite, PostgreSQL and MariaDB
+//! in one invocation and prints throughput, latency and the ratio to etcd.
+//!
+//!     cargo run --release -p k3rs-e2e --bin bench -- datastore
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use clap::{Parser, Subcommand};
+use etcd_client::{Client, Compare, CompareOp, GetOptions, Txn, TxnOp, WatchOptions};
+use tokio_stream::StreamExt;
+
+#[derive(Parser)]
+#[command(name = "bench", about = "k3rs benchmarks against their reference")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// k3rs-datastore vs etcd 3.4: txn creates/updates, paged prefix range, watch fan-out.
+    Datastore {
+        /// Seconds per create/update phase.
+        #[arg(long, default_value_t = 3)]
+        seconds: u64,
+        /// Comma-separated targets: etcd, sqlite, postgres, mariadb.
+        #[arg(long, default_value = "etcd,sqlite,postgres,mariadb")]
+        targets: String,
+    },
+}
+
+/// Latency samples of one measurement.
+#[derive(Default, Clone)]
+struct Sample {
+    ops: usize,
+    elapsed: Duration,
+    lat: Vec<Duration>,
+}
+
+impl Sample {
+    fn ops_per_sec(&self) -> f64 {
+        self.ops as f64 / self.elapsed.as_secs_f64().max(1e-9)
+    }
+    fn pct(&self, p: f64) -> Duration {
+        if self.lat.is_empty() {
+            return Duration::ZERO;
+        }
+        let mut v = self.lat.clone();
+        v.sort();
+        let idx = ((v.len() as f64 - 1.0) * p).round() as usize;
+        v[idx.min(v.len() - 1)]
+    }
+}
+
+const VALUE_BYTES: usize = 1024;
+const CONCURRENCY: [usize; 3] = [1, 16, 64];
+
+/// Creates (`mod_revision == 0 → put`) for `secs`, then updates each created
+/// key (`mod_revision == rv → put`), as the Kubernetes apiserver does.
+async fn creates_updates(client: &Client, workers: usize, secs: u64) -> Result<(Sample, Sample)> {
+    let value = vec![b'x'; VALUE_BYTES];
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for w in 0..workers {
+        let mut c = client.clone();
+        let value = value.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut lat = Vec::new();
+            let mut created = Vec::new();
+            let mut i = 0usize;
+            while Instant::now() < deadline {
+                let key = format!("/registry/bench/c{workers}/w{w}/{i}");
+                let t = Instant::now();
+                let txn = Txn::new()
+                    .when([Compare::mod_revision(key.clone(), CompareOp::Equal, 0)])
+                    .and_then([TxnOp::put(key.clone(), value.clone(), None)])
+                    .or_else([TxnOp::get(key.clone(), None)]);
+                let r = c.txn(txn).await?;
+                lat.push(t.elapsed());
+                if !r.succeeded() {
+                    bail!("create of {key} failed its compare");
+                }
+                created.push((key, r.header().map_or(0, |h| h.revision())));
+                i += 1;
+            }
+            Ok::<_, anyhow::Error>((lat, created))
+        }));
+    }
+    let mut create = Sample::default();
+    let mut all_created = Vec::new();
+    for t in tasks {
+        let (lat, created) = t.await??;
+        create.ops += lat.len();
+        create.lat.extend(lat);
+        all_created.push(created);
+    }
+    create.elapsed = start.elapsed();
+
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for created in all_created {
+        let mut c = client.clone();
+        let value = vec![b'y'; VALUE_BYTES];
+        tasks.push(tokio::spawn(async move {
+            let mut lat = Vec::new();
+            for (key, rev) in created {
+                if Instant::now() >= deadline {
+                    break;
+                }
+                let t = Instant::now();
+                let txn = Txn::new()
+                    .when([Compare::mod_revision(key.clone(), CompareOp::Equal, rev)])
+                    .and_then([TxnOp::put(key.clone(), value.clone(), None)])
+                    .or_else([TxnOp::get(key.clone(), None)]);
+                let r = c.txn(txn).await?;
+                lat.push(t.elapsed());
+                if !r.succeeded() {
+                    bail!("update of {key} at {rev} failed its compare");
+                }
+            }
+            Ok::<_, anyhow::Error>(lat)
+        }));
+    }
+    let mut update = Sample::default();
+    for t in tasks {
+        let lat = t.await??;
+        update.ops += lat.len();
+        update.lat.extend(lat);
+    }
+    update.elapsed = start.elapsed();
+    Ok((create, update))
+}
+
+/// Loads 10k keys, then pages through them 500 at a time, repeatedly.
+async fn paged_range(client: &Client) -> Result<Sample> {
+    let prefix = "/registry/pods/bench/";
+    let value = vec![b'p'; VALUE_BYTES];
+    let mut tasks = Vec::new();
+    for w in 0..32usize {
+        let mut c = client.clone();
+        let value = value.clone();
+        tasks.push(tokio::spawn(async move {
+            for i in (w..10_000).step_by(32) {
+                c.put(format!("{prefix}{i:05}"), value.clone(), None)
+                    .await?;
+            }
+            Ok::<_, anyhow::Error>(())
+        }));
+    }
+    for t in tasks {
+        t.await??;
+    }
+    let mut c = client.clone();
+    let mut s = Sample::default();
+    let start = Instant::now();
+    for _ in 0..10 {
+        let mut from = prefix.to_string();
+        loop {
+            let end = format!("{prefix}\u{7f}");
+            let t = Instant::now();
+            let r = c
+                .get(
+                    from.clone(),
+                    Some(GetOptions::new().with_range(end).with_limit(500)),
+                )
+                .await?;
+            s.lat.push(t.elapsed());
+            s.ops += 1;
+            let Some(last) = r.kvs().last() else { break };
+            if !r.more() {
+                break;
+            }
+            let mut next = last.key().to_vec();
+            next.push(0);
+            from = String::from_utf8(next).context("bench keys are UTF-8")?;
+        }
+    }
+    s.elapsed = start.elapsed();
+    Ok(s)
+}
+
+/// 100 watchers on one prefix; a writer puts 200 keys 5 ms apart; the
+/// latency of each delivery is measured from just before the put.
+async fn watch_fanout(client: &Client) -> Result<Sample> {
+    let prefix = "/registry/events/bench/";
+    let sent: Arc<std::sync::Mutex<BTreeMap<String, Instant>>> = Arc::default();
+    let n_keys = 200usize;
+    let mut tasks = Vec::new();
+    let mut ready = Vec::new();
+    for _ in 0..100 {
+        let mut c = client.clone();
+        let sent = sent.clone();
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        ready.push(rx);
+        tasks.push(tokio::spawn(async move {
+            let mut stream = c
+                .watch(prefix, Some(WatchOptions::new().with_prefix()))
+                .await?;
+            // The first response confirms the watch exists; only then may writes start.
+            match stream.next().await {
+                Some(Ok(r)) if r.created() => {}
+                other => bail!("watch was not created: {other:?}"),
+            }
+            let _ = tx.send(());
+            let mut lat = Vec::new();
+            while lat.len() < n_keys {
+                let Some(resp) = stream.next().await else {
+                    break;
+                };
+                let resp = resp?;
+                let now = Instant::now();
+                for ev in resp.events() {
+                    if let Some(kv) = ev.kv() {
+                        let key = String::from_utf8_lossy(kv.key()).into_owned();
+                        let sent_at = sent.lock().ok().and_then(|m| m.get(&key).copied());
+                        if let Some(t) = sent_at {
+                            lat.push(now.duration_since(t));
+                        }
+                    }
+                }
+            }
+            Ok::<_, anyhow::Error>(lat)
+        }));
+    }
+    for r in ready {
+        r.await.context("watcher failed to start")?;
+    }
+    let mut c = client.clone();
+    let start = Instant::now();
+    for i in 0..n_keys {
+        let key = format!("{prefix}{i:04}");
+        if let Ok(mut m) = sent.lock() {
+            m.insert(key.clone(), Instant::now());
+        }
+        c.put(key, "e", None).await?;
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let mut s = Sample::default();
+    for t in tasks {
+        let lat = tokio::time::timeout(Duration::from_secs(30), t)
+            .await
+            .context("watchers did not receive every event")???;
+        s.ops += lat.len();
+        s.lat.extend(lat);
+    }
+    s.elapsed = start.elapsed();
+    Ok(s)
+}
+
+/// A store under benchmark: a real etcd process or an in-process k3rs-datastore.
+enum Store {
+    Etcd {
+        child: std::process::Child,
+        endpoint: String,
+        _dir: tempfile::TempDir,
+    },
+    Shim {
+        server: k3rs_datastore::Server,
+        endpoint: String,
+        _dir: tempfile::TempDir,
+        drop_db: Option<(String, String)>,
+    },
+}
+
+impl Store {
+    fn endpoint(&self) -> String {
+        match self {
+            Store::Etcd { endpoint, .. } | Store::Shim { endpoint, .. } => endpoint.clone(),
+        }
+    }
+
+    async fn stop(self) {
+        match self {
+            Store::Etcd { mut child, .. } => {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+            Store::Shim {
+                server, drop_db, ..
+            } => {
+                server.shutdown().await;
+                if let Some((kind, db)) = drop_db {
+                    let _ = if kind == "postgres" {
+                        std::process::Command::new("psql")
+                            .args(["-h", "127.0.0.1", "-U", "postgres", "-qc"])
+                            .arg(format!("DROP DATABASE IF EXISTS \"{db}\" WITH (FORCE)"))
+                            .output()
+                    } else {
+                        std::process::Command::new("mariadb")
+                            .args(["-uroot", "-h127.0.0.1", "-e"])
+                            .arg(format!("DROP DATABASE IF EXISTS `{db}`"))
+                            .output()
+                    };
+                }
+            }
+        }
+    }
+}
+
+fn free_port() -> Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+fn etcd_version() -> String {
+    std::process::Command::new("etcd")
+        .arg("--version")
+        .output()
+        .ok()
+        .and_then(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .lines()
+                .next()
+                .map(|l| l.trim_start_matches("etcd Version: ").to_string())
+        })
+        .unwrap_or_else(|| "?".into())
+}
+
+async fn bench_store(target: &str) -> Result<Store> {
+    let dir = tempfile::tempdir()?;
+    let db = format!("k3rs_bench_{}", std::process::id());
+    let (endpoint, drop_db) = match target {
+        "etcd" => {
+            let (client, peer) = (free_port()?, free_port()?);
+            let endpoint = format!("http://127.0.0.1:{client}");
+            let child = std::process::Command::new("etcd")
+                .args(["--name", "bench", "--data-dir"])
+                .arg(dir.path().join("etcd"))
+                .args([
+                    "--listen-client-urls",
+                    &endpoint,
+                    "--advertise-client-urls",
+                    &endpoint,
+                ])
+                .args(["--listen-peer-urls", &format!("http://127.0.0.1:{peer}")])
+                .args([
+                    "--initial-advertise-peer-urls",
+                    &format!("http://127.0.0.1:{peer}"),
+                ])
+                .args([
+                    "--initial-cluster",
+                    &format!("bench=http://127.0.0.1:{peer}"),
+                ])
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .context("start etcd (apt-get install etcd-server)")?;
+            let deadline = Instant::now() + Duration::from_secs(20);
+            loop {
+                if let Ok(mut c) = Client::connect([endpoint.clone()], None).await
+                    && c.status().await.is_ok()
+                {
+                    break;
+                }
+                if Instant::now() > deadline {
+                    bail!("etcd did not start");
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            return Ok(Store::Etcd {
+                child,
+                endpoint,
+                _dir: dir,
+            });
+        }
+        "sqlite" => (String::new(), None),
+        "postgres" => (
+            format!("postgres://postgres@127.0.0.1:5432/{db}"),
+            Some(("postgres".to_string(), db.clone())),
+        ),
+        "mariadb" => (
+            format!("mysql://root@tcp(127.0.0.1:3306)/{db}"),
+            Some(("mysql".to_string(), db.clone())),
+        ),
+        other => bail!("unknown target {other:?} (etcd, sqlite, postgres, mariadb)"),
+    };
+    if let Some((kind, db)) = &drop_db {
+        // Start from an empty database.
+        Store::Shim {
+            server: k3rs_datastore::start(k3rs_datastore::Config::new(
+                endpoint.clone(),
+                dir.path(),
+            ))
+            .await?,
+            endpoint: String::new(),
+            _dir: tempfile::tempdir()?,
+            drop_db: Some((kind.clone(), db.clone())),
+        }
+        .stop()
+        .await;
+    }
+    let server = k3rs_datastore::start(k3rs_datastore::Config::new(endpoint, dir.path())).await?;
+    let addr = server.grpc_addr().context("shim listens on TCP")?;
+    Ok(Store::Shim {
+        server,
+        endpoint: format!("http://{addr}"),
+        _dir: dir,
+        drop_db,
+    })
+}
+
+struct Row {
+    test: String,
+    target: String,
+    sample: Sample,
+}
+
+async fn bench_target(target: &str, seconds: u64, rows: &mut Vec<Row>) -> Result<()> {
+    let store = bench_store(target).await?;
+    let client = Client::connect([store.endpoint()], None).await?;
+    eprintln!("bench: {target} at {}", store.endpoint());
+    for c in CONCURRENCY {
+        let (create, update) = creates_updates(&client, c, seconds).await?;
+        rows.push(Row {
+            test: format!("txn create, {c:>2} clients"),
+            target: target.into(),
+            sample: create,
+        });
+        rows.push(Row {
+            test: format!("txn update, {c:>2} clients"),
+            target: target.into(),
+            sample: update,
+        });
+    }
+    rows.push(Row {
+        test: "range 10k keys, limit 500".into(),
+        target: target.into(),
+        sample: paged_range(&client).await?,
+    });
+    rows.push(Row {
+        test: "watch, 100 watchers, delivery".into(),
+        target: target.into(),
+        sample: watch_fanout(&client).await?,
+    });
+    drop(client);
+    store.stop().await;
+    Ok(())
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.2}", d.as_secs_f64() * 1000.0)
+}
+
+fn print_table(rows: &[Row]) {
+    println!(
+        "| test | target | ops/s | p50 ms | p99 ms | ops/s vs etcd | p50 vs etcd | p99 vs etcd |"
+    );
+    println!("|---|---|---:|---:|---:|---:|---:|---:|");
+    let mut tests: Vec<&str> = Vec::new();
+    for r in rows {
+        if !tests.contains(&r.test.as_str()) {
+            tests.push(&r.test);
+        }
+    }
+    for t in tests {
+        let reference = rows.iter().find(|r| r.test == t && r.target == "etcd");
+        for r in rows.iter().filter(|r| r.test == t) {
+            let lat_ratio = |e: &Sample, p: f64| {
+                format!(
+                    "{:.2}x",
+                    r.sample.pct(p).as_secs_f64() / e.pct(p).as_secs_f64().max(1e-9)
+                )
+            };
+            let (ratio, p50r, p99r) = match reference {
+                Some(e) if r.target != "etcd" => (
+                    format!(
+                        "{:.2}x",
+                        r.sample.ops_per_sec() / e.sample.ops_per_sec().max(1e-9)
+                    ),
+                    lat_ratio(&e.sample, 0.5),
+                    lat_ratio(&e.sample, 0.99),
+                ),
+                _ => (String::new(), String::new(), String::new()),
+            };
+            let watch = t.starts_with("watch");
+            println!(
+                "| {} | {} | {} | {} | {} | {} | {} | {} |",
+                r.test,
+                r.target,
+                if watch {
+                    "-".into()
+                } else {
+                    format!("{:.0}", r.sample.ops_per_sec())
+                },
+                ms(r.sample.pct(0.5)),
+                ms(r.sample.pct(0.99)),
+                if watch { "".into() } else { ratio },
+                p50r,
+                p99r,
+            );
+        }
+    }
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    match cli.cmd {
+        Cmd::Datastore { seconds, targets } => rt.block_on(async {
+            let mut rows = Vec::new();
+            for t in targets.split(',').map(str::trim).filter(|t| !t.is_empty()) {
+                bench_target(t, seconds, &mut rows)
+                    .await
+                    .with_context(|| format!("benchmark on {t}"))?;
+            }
+            println!(
+                "k3rs-datastore vs etcd {} ({} cores, {} B values)",
+                etcd_version(),
+                std::thread::available_parallelism().map_or(0, |n| n.get()),
+                VALUE_BYTES
+            );
+            print_table(&rows);
+            Ok(())
+        }),
+    }
+}
