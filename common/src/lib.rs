@@ -1,10 +1,12 @@
 //! Shared plumbing for the k3rs daemons: logging setup, the health/metrics
-//! HTTP endpoint, and one retry/back-off helper. Domain logic does not belong
-//! here; keep this crate small and boring.
+//! HTTP endpoint, the PKI and TLS loaders, and one retry/back-off helper.
+//! Domain logic does not belong here; keep this crate small and boring.
 
 pub mod backoff;
 pub mod health;
 pub mod logging;
+pub mod pki;
+pub mod tls;
 
 pub use backoff::Backoff;
 pub use health::{HealthServer, Readiness};
