@@ -1,0 +1,153 @@
+//! First-start chores: certificates when none are given, and the system
+//! objects every cluster has (namespaces, the `kubernetes` Service).
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use k3rs_common::pki::{Ca, CertSpec};
+use serde_json::json;
+
+use crate::store::Cas;
+use crate::{Api, Config, Error, allocator};
+
+pub struct Pki {
+    pub ca_cert: PathBuf,
+    pub serving_cert: PathBuf,
+    pub serving_key: PathBuf,
+    pub client_ca: PathBuf,
+    pub admin_kubeconfig: PathBuf,
+}
+
+/// Uses the given certificates, or generates a CA, a serving certificate and
+/// an admin client certificate + kubeconfig in the cert dir.
+pub fn ensure_pki(config: &Config) -> Result<Pki, Error> {
+    let dir = &config.cert_dir;
+    std::fs::create_dir_all(dir).map_err(|e| Error::Config(format!("{}: {e}", dir.display())))?;
+    let ca = Ca::load_or_generate(dir, "server-ca", "k3rs-server-ca")?;
+    let ca_cert = dir.join("server-ca.crt");
+    let (serving_cert, serving_key) = match (&config.tls_cert_file, &config.tls_key_file) {
+        (Some(c), Some(k)) => (c.clone(), k.clone()),
+        _ => {
+            let host = hostname();
+            let mut ips = vec![config.advertise, std::net::IpAddr::from([127, 0, 0, 1])];
+            if let Some(ip) = allocator::first_ip(&config.service_cidr) {
+                ips.push(ip.into());
+            }
+            if !config.bind.ip().is_unspecified() {
+                ips.push(config.bind.ip());
+            }
+            ips.dedup();
+            let spec = CertSpec {
+                common_name: "k3rs-apiserver".into(),
+                dns_names: vec![
+                    "localhost".into(),
+                    host,
+                    "kubernetes".into(),
+                    "kubernetes.default".into(),
+                    "kubernetes.default.svc".into(),
+                    "kubernetes.default.svc.cluster.local".into(),
+                ],
+                ip_addresses: ips,
+                server: true,
+                validity_days: 365,
+                ..Default::default()
+            };
+            ca.load_or_issue(dir, "serving-kube-apiserver", &spec, 90)?;
+            (dir.join("serving-kube-apiserver.crt"), dir.join("serving-kube-apiserver.key"))
+        }
+    };
+    let client_ca = config.client_ca_file.clone().unwrap_or_else(|| ca_cert.clone());
+    let admin = ca.load_or_issue(
+        dir,
+        "client-admin",
+        &CertSpec {
+            common_name: "system:admin".into(),
+            organizations: vec!["system:masters".into()],
+            client: true,
+            validity_days: 365,
+            ..Default::default()
+        },
+        90,
+    )?;
+    let admin_kubeconfig = dir.join("admin.kubeconfig");
+    let server = format!("https://127.0.0.1:{}", config.bind.port());
+    k3rs_common::pki::write_private(
+        &admin_kubeconfig,
+        &k3rs_common::pki::kubeconfig(&server, &ca.cert_pem, &admin),
+    )?;
+    Ok(Pki {
+        ca_cert,
+        serving_cert,
+        serving_key,
+        client_ca,
+        admin_kubeconfig,
+    })
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_lowercase())
+        .ok()
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "localhost".into())
+}
+
+/// Creates the system namespaces and the `kubernetes` Service/Endpoints when
+/// missing (retrying until the store answers).
+pub async fn run_system_objects(api: Arc<Api>, config: Config, port: u16) {
+    let mut backoff = k3rs_common::Backoff::new(Duration::from_millis(200), Duration::from_secs(10));
+    loop {
+        match ensure_system_objects(&api, &config, port).await {
+            Ok(()) => return,
+            Err(e) => {
+                let d = backoff.next_delay();
+                tracing::warn!(error = %e, retry_in = ?d, "creating system objects failed");
+                tokio::time::sleep(d).await;
+            }
+        }
+    }
+}
+
+async fn create_if_missing(api: &Api, key: &str, obj: serde_json::Value) -> Result<(), crate::store::StoreError> {
+    let bytes = serde_json::to_vec(&obj).unwrap_or_default();
+    match api.store.create(key, bytes).await? {
+        Cas::Done(_) | Cas::Failed(_) => Ok(()),
+    }
+}
+
+async fn ensure_system_objects(api: &Api, config: &Config, port: u16) -> Result<(), crate::store::StoreError> {
+    let now = crate::object::now_rfc3339();
+    for ns in ["default", "kube-system", "kube-public", "kube-node-lease"] {
+        let obj = json!({
+            "kind": "Namespace", "apiVersion": "v1",
+            "metadata": {"name": ns, "uid": uuid::Uuid::new_v4().to_string(), "creationTimestamp": now,
+                         "labels": {"kubernetes.io/metadata.name": ns}},
+            "spec": {"finalizers": ["kubernetes"]},
+            "status": {"phase": "Active"},
+        });
+        create_if_missing(api, &format!("/registry/namespaces/{ns}"), obj).await?;
+    }
+    let ip = allocator::first_ip(&config.service_cidr)
+        .map(|i| i.to_string())
+        .unwrap_or_default();
+    let svc = json!({
+        "kind": "Service", "apiVersion": "v1",
+        "metadata": {"name": "kubernetes", "namespace": "default", "uid": uuid::Uuid::new_v4().to_string(),
+                     "creationTimestamp": now, "labels": {"component": "apiserver", "provider": "kubernetes"}},
+        "spec": {"ports": [{"name": "https", "protocol": "TCP", "port": 443, "targetPort": port}],
+                 "clusterIP": ip, "clusterIPs": [ip], "type": "ClusterIP", "sessionAffinity": "None",
+                 "ipFamilies": ["IPv4"], "ipFamilyPolicy": "SingleStack", "internalTrafficPolicy": "Cluster"},
+        "status": {"loadBalancer": {}},
+    });
+    create_if_missing(api, "/registry/services/specs/default/kubernetes", svc).await?;
+    let ep = json!({
+        "kind": "Endpoints", "apiVersion": "v1",
+        "metadata": {"name": "kubernetes", "namespace": "default", "uid": uuid::Uuid::new_v4().to_string(),
+                     "creationTimestamp": now, "labels": {"endpointslice.kubernetes.io/skip-mirror": "true"}},
+        "subsets": [{"addresses": [{"ip": config.advertise.to_string()}],
+                     "ports": [{"name": "https", "port": port, "protocol": "TCP"}]}],
+    });
+    create_if_missing(api, "/registry/services/endpoints/default/kubernetes", ep).await?;
+    Ok(())
+}

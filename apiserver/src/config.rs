@@ -1,0 +1,129 @@
+//! Flags (upstream kube-apiserver names) and the resolved configuration.
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+
+use clap::Parser;
+
+#[derive(Debug, Parser)]
+#[command(name = "k3rs-apiserver", version, about = "The k3rs Kubernetes API server")]
+pub struct Cli {
+    /// etcd endpoints (k3rs-datastore or a real etcd), comma separated.
+    #[arg(long, env = "K3RS_ETCD_SERVERS", default_value = "http://127.0.0.1:2379", value_delimiter = ',')]
+    pub etcd_servers: Vec<String>,
+    #[arg(long, env = "K3RS_ETCD_CAFILE")]
+    pub etcd_cafile: Option<PathBuf>,
+    #[arg(long, env = "K3RS_ETCD_CERTFILE")]
+    pub etcd_certfile: Option<PathBuf>,
+    #[arg(long, env = "K3RS_ETCD_KEYFILE")]
+    pub etcd_keyfile: Option<PathBuf>,
+    #[arg(long, env = "K3RS_SECURE_PORT", default_value_t = 6443)]
+    pub secure_port: u16,
+    #[arg(long, env = "K3RS_BIND_ADDRESS", default_value = "0.0.0.0")]
+    pub bind_address: IpAddr,
+    /// The address advertised to clients (defaults to 127.0.0.1).
+    #[arg(long, env = "K3RS_ADVERTISE_ADDRESS")]
+    pub advertise_address: Option<IpAddr>,
+    /// Where generated certificates and the admin kubeconfig go.
+    #[arg(long, env = "K3RS_CERT_DIR")]
+    pub cert_dir: Option<PathBuf>,
+    #[arg(long, env = "K3RS_TLS_CERT_FILE")]
+    pub tls_cert_file: Option<PathBuf>,
+    #[arg(long, env = "K3RS_TLS_PRIVATE_KEY_FILE")]
+    pub tls_private_key_file: Option<PathBuf>,
+    #[arg(long, env = "K3RS_CLIENT_CA_FILE")]
+    pub client_ca_file: Option<PathBuf>,
+    /// CSV: token,user,uid,"group1,group2".
+    #[arg(long, env = "K3RS_TOKEN_AUTH_FILE")]
+    pub token_auth_file: Option<PathBuf>,
+    #[arg(long, env = "K3RS_SERVICE_ACCOUNT_KEY_FILE")]
+    pub service_account_key_file: Option<PathBuf>,
+    #[arg(long, env = "K3RS_SERVICE_CLUSTER_IP_RANGE", default_value = "10.43.0.0/16")]
+    pub service_cluster_ip_range: String,
+    #[arg(long, env = "K3RS_AUTHORIZATION_MODE", default_value = "AlwaysAllow")]
+    pub authorization_mode: String,
+    #[arg(long, env = "K3RS_LOG_FORMAT", default_value = "text")]
+    pub log_format: k3rs_common::LogFormat,
+    #[arg(short, long, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub etcd_servers: Vec<String>,
+    pub etcd_ca: Option<PathBuf>,
+    pub etcd_cert: Option<PathBuf>,
+    pub etcd_key: Option<PathBuf>,
+    pub bind: std::net::SocketAddr,
+    pub advertise: IpAddr,
+    pub cert_dir: PathBuf,
+    pub tls_cert_file: Option<PathBuf>,
+    pub tls_key_file: Option<PathBuf>,
+    pub client_ca_file: Option<PathBuf>,
+    pub token_auth_file: Option<PathBuf>,
+    pub service_cidr: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct ConfigError(pub String);
+
+pub fn default_cert_dir() -> PathBuf {
+    let is_root = std::env::var("USER").map(|u| u == "root").unwrap_or(false)
+        || std::fs::metadata("/proc/self").map(|m| {
+            use std::os::unix::fs::MetadataExt;
+            m.uid() == 0
+        }).unwrap_or(false);
+    if is_root {
+        PathBuf::from("/var/lib/k3rs/server/tls")
+    } else {
+        std::env::var_os("HOME")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from("."))
+            .join(".k3rs/server/tls")
+    }
+}
+
+impl Cli {
+    pub fn into_config(self) -> Result<Config, ConfigError> {
+        if self.authorization_mode != "AlwaysAllow" {
+            return Err(ConfigError(format!(
+                "--authorization-mode {:?} is not supported yet (only AlwaysAllow)",
+                self.authorization_mode
+            )));
+        }
+        if self.tls_cert_file.is_some() != self.tls_private_key_file.is_some() {
+            return Err(ConfigError(
+                "--tls-cert-file and --tls-private-key-file go together".into(),
+            ));
+        }
+        if self.etcd_servers.iter().any(|s| !(s.starts_with("http://") || s.starts_with("https://"))) {
+            return Err(ConfigError(format!(
+                "--etcd-servers: each endpoint must be http(s)://host:port, got {:?}",
+                self.etcd_servers.join(",")
+            )));
+        }
+        if crate::allocator::parse_cidr(&self.service_cluster_ip_range).is_none() {
+            return Err(ConfigError(format!(
+                "--service-cluster-ip-range: {:?} is not an IPv4 CIDR",
+                self.service_cluster_ip_range
+            )));
+        }
+        Ok(Config {
+            etcd_servers: self.etcd_servers,
+            etcd_ca: self.etcd_cafile,
+            etcd_cert: self.etcd_certfile,
+            etcd_key: self.etcd_keyfile,
+            bind: std::net::SocketAddr::new(self.bind_address, self.secure_port),
+            advertise: self
+                .advertise_address
+                .unwrap_or(IpAddr::from([127, 0, 0, 1])),
+            cert_dir: self.cert_dir.unwrap_or_else(default_cert_dir),
+            tls_cert_file: self.tls_cert_file,
+            tls_key_file: self.tls_private_key_file,
+            client_ca_file: self.client_ca_file,
+            token_auth_file: self.token_auth_file,
+            service_cidr: self.service_cluster_ip_range,
+        })
+    }
+}
