@@ -135,7 +135,11 @@ mod tests {
 
     #[test]
     fn renders_like_upstream() {
-        let e = FieldError::invalid("spec.replicas", json!(-1), "must be greater than or equal to 0");
+        let e = FieldError::invalid(
+            "spec.replicas",
+            json!(-1),
+            "must be greater than or equal to 0",
+        );
         assert_eq!(
             e.to_string(),
             "spec.replicas: Invalid value: -1: must be greater than or equal to 0"
