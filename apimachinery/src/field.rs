@@ -99,12 +99,34 @@ impl fmt::Display for FieldError {
         write!(f, "{}: {}", self.field, self.kind.label())?;
         if let Some(v) = &self.value {
             // Strings are quoted, other scalars printed bare, as upstream does.
-            write!(f, ": {v}")?;
+            write!(f, ": {}", go_value(v))?;
         }
         if !self.detail.is_empty() {
             write!(f, ": {}", self.detail)?;
         }
         Ok(())
+    }
+}
+
+/// A bad value as upstream prints it: string maps and lists in Go syntax
+/// (`map[string]string{"app":"x"}`, `[]string{"a", "b"}`, as label and
+/// clusterIPs errors show them), anything else as JSON.
+pub fn go_value(v: &Value) -> String {
+    match v {
+        Value::Object(m) if m.values().all(Value::is_string) => {
+            let mut entries: Vec<(&String, &Value)> = m.iter().collect();
+            entries.sort_by(|a, b| a.0.cmp(b.0));
+            let body: Vec<String> = entries
+                .iter()
+                .map(|(k, v)| format!("{}:{v}", Value::from(k.as_str())))
+                .collect();
+            format!("map[string]string{{{}}}", body.join(", "))
+        }
+        Value::Array(a) if a.iter().all(Value::is_string) => {
+            let body: Vec<String> = a.iter().map(Value::to_string).collect();
+            format!("[]string{{{}}}", body.join(", "))
+        }
+        other => other.to_string(),
     }
 }
 
@@ -150,6 +172,16 @@ mod tests {
             "metadata.name: Required value: name or generateName is required"
         );
         assert_eq!(FieldErrorKind::Required.reason(), "FieldValueRequired");
+        let e = FieldError::invalid("x", json!({"b": "2", "a": "1"}), "d");
+        assert_eq!(
+            e.to_string(),
+            r#"x: Invalid value: map[string]string{"a":"1", "b":"2"}: d"#
+        );
+        let e = FieldError::invalid("x", json!(["10.0.0.1"]), "d");
+        assert_eq!(
+            e.to_string(),
+            r#"x: Invalid value: []string{"10.0.0.1"}: d"#
+        );
         assert_eq!(index(&child("spec", "containers"), 0), "spec.containers[0]");
     }
 }

@@ -5,6 +5,11 @@
 //! Objects stay JSON (not typed structs) so that one generic code path serves
 //! every kind; per-kind knowledge lives in small data tables.
 
+pub mod defaults;
 pub mod field;
+pub mod patch;
+pub mod selector;
+pub mod table;
+pub mod validation;
 
 pub use field::{FieldError, FieldErrorKind, FieldErrors};

@@ -11,7 +11,10 @@ pub async fn mutate_create(_api: &Api, res: &ResourceDef, obj: &mut Value) -> Ap
     match (res.group, res.kind) {
         ("", "Pod") => {
             // ServiceAccount admission: every pod runs as some service account.
-            if obj["spec"]["serviceAccountName"].as_str().is_none_or(str::is_empty) {
+            if obj["spec"]["serviceAccountName"]
+                .as_str()
+                .is_none_or(str::is_empty)
+            {
                 obj["spec"]["serviceAccountName"] = json!("default");
             }
             if obj["spec"]["serviceAccount"].is_null() {

@@ -13,7 +13,11 @@ pub fn parse_cidr(s: &str) -> Option<(Ipv4Addr, u8)> {
 /// The first usable address of the range: the `kubernetes` Service's IP.
 pub fn first_ip(cidr: &str) -> Option<Ipv4Addr> {
     let (ip, bits) = parse_cidr(cidr)?;
-    let mask = if bits == 0 { 0 } else { u32::MAX << (32 - bits) };
+    let mask = if bits == 0 {
+        0
+    } else {
+        u32::MAX << (32 - bits)
+    };
     Some(Ipv4Addr::from((u32::from(ip) & mask) + 1))
 }
 

@@ -44,7 +44,11 @@ pub enum AuthnError {
         source: std::io::Error,
     },
     #[error("{path} line {line}: {why}")]
-    TokenFile { path: String, line: usize, why: String },
+    TokenFile {
+        path: String,
+        line: usize,
+        why: String,
+    },
 }
 
 /// Tokens from `--token-auth-file`: CSV lines `token,user,uid,"group1,group2"`.
@@ -83,7 +87,10 @@ impl TokenAuthenticator {
                         .collect()
                 })
                 .unwrap_or_default();
-            tokens.insert(cols[0].clone(), UserInfo::new(cols[1].clone(), cols[2].clone(), groups));
+            tokens.insert(
+                cols[0].clone(),
+                UserInfo::new(cols[1].clone(), cols[2].clone(), groups),
+            );
         }
         Ok(Self { tokens })
     }
@@ -122,12 +129,19 @@ mod tests {
     fn token_file() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("tokens.csv");
-        std::fs::write(&p, "# comment\nsecret1,alice,u1,\"dev,ops\"\nsecret2,bob,u2\n").unwrap();
+        std::fs::write(
+            &p,
+            "# comment\nsecret1,alice,u1,\"dev,ops\"\nsecret2,bob,u2\n",
+        )
+        .unwrap();
         let a = TokenAuthenticator::load(&p).unwrap();
         let u = a.authenticate("secret1").unwrap();
         assert_eq!(u.name, "alice");
         assert_eq!(u.groups, vec!["dev", "ops", "system:authenticated"]);
-        assert_eq!(a.authenticate("secret2").unwrap().groups, vec!["system:authenticated"]);
+        assert_eq!(
+            a.authenticate("secret2").unwrap().groups,
+            vec!["system:authenticated"]
+        );
         assert!(a.authenticate("nope").is_none());
         std::fs::write(&p, "onlytoken\n").unwrap();
         let e = TokenAuthenticator::load(&p).unwrap_err().to_string();

@@ -17,6 +17,21 @@ pub struct Pki {
     pub serving_key: PathBuf,
     pub client_ca: PathBuf,
     pub admin_kubeconfig: PathBuf,
+    ca_pem: String,
+    admin: k3rs_common::pki::CertKey,
+}
+
+impl Pki {
+    /// Writes the admin kubeconfig (0600) for the port actually bound, which
+    /// is only known after listening (tests bind port 0).
+    pub fn write_admin_kubeconfig(&self, port: u16) -> Result<(), Error> {
+        let server = format!("https://127.0.0.1:{port}");
+        k3rs_common::pki::write_private(
+            &self.admin_kubeconfig,
+            &k3rs_common::pki::kubeconfig(&server, &self.ca_pem, &self.admin),
+        )?;
+        Ok(())
+    }
 }
 
 /// Uses the given certificates, or generates a CA, a serving certificate and
@@ -54,10 +69,16 @@ pub fn ensure_pki(config: &Config) -> Result<Pki, Error> {
                 ..Default::default()
             };
             ca.load_or_issue(dir, "serving-kube-apiserver", &spec, 90)?;
-            (dir.join("serving-kube-apiserver.crt"), dir.join("serving-kube-apiserver.key"))
+            (
+                dir.join("serving-kube-apiserver.crt"),
+                dir.join("serving-kube-apiserver.key"),
+            )
         }
     };
-    let client_ca = config.client_ca_file.clone().unwrap_or_else(|| ca_cert.clone());
+    let client_ca = config
+        .client_ca_file
+        .clone()
+        .unwrap_or_else(|| ca_cert.clone());
     let admin = ca.load_or_issue(
         dir,
         "client-admin",
@@ -71,17 +92,14 @@ pub fn ensure_pki(config: &Config) -> Result<Pki, Error> {
         90,
     )?;
     let admin_kubeconfig = dir.join("admin.kubeconfig");
-    let server = format!("https://127.0.0.1:{}", config.bind.port());
-    k3rs_common::pki::write_private(
-        &admin_kubeconfig,
-        &k3rs_common::pki::kubeconfig(&server, &ca.cert_pem, &admin),
-    )?;
     Ok(Pki {
         ca_cert,
         serving_cert,
         serving_key,
         client_ca,
         admin_kubeconfig,
+        ca_pem: ca.cert_pem.clone(),
+        admin,
     })
 }
 
@@ -96,7 +114,8 @@ fn hostname() -> String {
 /// Creates the system namespaces and the `kubernetes` Service/Endpoints when
 /// missing (retrying until the store answers).
 pub async fn run_system_objects(api: Arc<Api>, config: Config, port: u16) {
-    let mut backoff = k3rs_common::Backoff::new(Duration::from_millis(200), Duration::from_secs(10));
+    let mut backoff =
+        k3rs_common::Backoff::new(Duration::from_millis(200), Duration::from_secs(10));
     loop {
         match ensure_system_objects(&api, &config, port).await {
             Ok(()) => return,
@@ -109,14 +128,22 @@ pub async fn run_system_objects(api: Arc<Api>, config: Config, port: u16) {
     }
 }
 
-async fn create_if_missing(api: &Api, key: &str, obj: serde_json::Value) -> Result<(), crate::store::StoreError> {
+async fn create_if_missing(
+    api: &Api,
+    key: &str,
+    obj: serde_json::Value,
+) -> Result<(), crate::store::StoreError> {
     let bytes = serde_json::to_vec(&obj).unwrap_or_default();
     match api.store.create(key, bytes).await? {
         Cas::Done(_) | Cas::Failed(_) => Ok(()),
     }
 }
 
-async fn ensure_system_objects(api: &Api, config: &Config, port: u16) -> Result<(), crate::store::StoreError> {
+async fn ensure_system_objects(
+    api: &Api,
+    config: &Config,
+    port: u16,
+) -> Result<(), crate::store::StoreError> {
     let now = crate::object::now_rfc3339();
     for ns in ["default", "kube-system", "kube-public", "kube-node-lease"] {
         let obj = json!({

@@ -6,10 +6,19 @@ use std::path::PathBuf;
 use clap::Parser;
 
 #[derive(Debug, Parser)]
-#[command(name = "k3rs-apiserver", version, about = "The k3rs Kubernetes API server")]
+#[command(
+    name = "k3rs-apiserver",
+    version,
+    about = "The k3rs Kubernetes API server"
+)]
 pub struct Cli {
     /// etcd endpoints (k3rs-datastore or a real etcd), comma separated.
-    #[arg(long, env = "K3RS_ETCD_SERVERS", default_value = "http://127.0.0.1:2379", value_delimiter = ',')]
+    #[arg(
+        long,
+        env = "K3RS_ETCD_SERVERS",
+        default_value = "http://127.0.0.1:2379",
+        value_delimiter = ','
+    )]
     pub etcd_servers: Vec<String>,
     #[arg(long, env = "K3RS_ETCD_CAFILE")]
     pub etcd_cafile: Option<PathBuf>,
@@ -38,7 +47,11 @@ pub struct Cli {
     pub token_auth_file: Option<PathBuf>,
     #[arg(long, env = "K3RS_SERVICE_ACCOUNT_KEY_FILE")]
     pub service_account_key_file: Option<PathBuf>,
-    #[arg(long, env = "K3RS_SERVICE_CLUSTER_IP_RANGE", default_value = "10.43.0.0/16")]
+    #[arg(
+        long,
+        env = "K3RS_SERVICE_CLUSTER_IP_RANGE",
+        default_value = "10.43.0.0/16"
+    )]
     pub service_cluster_ip_range: String,
     #[arg(long, env = "K3RS_AUTHORIZATION_MODE", default_value = "AlwaysAllow")]
     pub authorization_mode: String,
@@ -70,10 +83,12 @@ pub struct ConfigError(pub String);
 
 pub fn default_cert_dir() -> PathBuf {
     let is_root = std::env::var("USER").map(|u| u == "root").unwrap_or(false)
-        || std::fs::metadata("/proc/self").map(|m| {
-            use std::os::unix::fs::MetadataExt;
-            m.uid() == 0
-        }).unwrap_or(false);
+        || std::fs::metadata("/proc/self")
+            .map(|m| {
+                use std::os::unix::fs::MetadataExt;
+                m.uid() == 0
+            })
+            .unwrap_or(false);
     if is_root {
         PathBuf::from("/var/lib/k3rs/server/tls")
     } else {
@@ -97,7 +112,11 @@ impl Cli {
                 "--tls-cert-file and --tls-private-key-file go together".into(),
             ));
         }
-        if self.etcd_servers.iter().any(|s| !(s.starts_with("http://") || s.starts_with("https://"))) {
+        if self
+            .etcd_servers
+            .iter()
+            .any(|s| !(s.starts_with("http://") || s.starts_with("https://")))
+        {
             return Err(ConfigError(format!(
                 "--etcd-servers: each endpoint must be http(s)://host:port, got {:?}",
                 self.etcd_servers.join(",")

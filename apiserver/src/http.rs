@@ -26,7 +26,11 @@ pub fn bytes_resp(code: u16, content_type: &str, b: impl Into<Bytes>) -> Resp {
 }
 
 pub fn json(code: u16, v: &Value) -> Resp {
-    bytes_resp(code, "application/json", serde_json::to_vec(v).unwrap_or_default())
+    bytes_resp(
+        code,
+        "application/json",
+        serde_json::to_vec(v).unwrap_or_default(),
+    )
 }
 
 pub fn raw_json(code: u16, b: impl Into<Bytes>) -> Resp {

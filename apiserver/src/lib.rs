@@ -16,6 +16,7 @@ pub mod managed_fields;
 pub mod metrics;
 pub mod object;
 pub mod openapi;
+pub mod protobuf;
 pub mod request;
 pub mod resources;
 pub mod rest;
@@ -133,6 +134,7 @@ pub async fn start(config: Config) -> Result<Server, Error> {
         addr: config.bind,
         source,
     })?;
+    pki.write_admin_kubeconfig(local_addr.port())?;
     let api = Arc::new(Api {
         store: store.clone(),
         cache: cache.clone(),
@@ -150,8 +152,8 @@ pub async fn start(config: Config) -> Result<Server, Error> {
     tracing::info!(address = %local_addr, "k3rs-apiserver serving");
     Ok(Server {
         local_addr,
-        admin_kubeconfig: pki.admin_kubeconfig,
-        ca_file: pki.ca_cert,
+        admin_kubeconfig: pki.admin_kubeconfig.clone(),
+        ca_file: pki.ca_cert.clone(),
         tasks,
     })
 }

@@ -40,13 +40,21 @@ impl Default for Metrics {
         );
         let watches = Gauge::default();
         let mut r = Registry::default();
-        r.register("apiserver_request", "API requests by verb, resource and code", requests.clone());
+        r.register(
+            "apiserver_request",
+            "API requests by verb, resource and code",
+            requests.clone(),
+        );
         r.register(
             "apiserver_request_duration_seconds",
             "API request latency by verb and resource",
             latency.clone(),
         );
-        r.register("apiserver_registered_watchers", "Open watches", watches.clone());
+        r.register(
+            "apiserver_registered_watchers",
+            "Open watches",
+            watches.clone(),
+        );
         Self {
             requests,
             latency,

@@ -42,10 +42,15 @@ fn gv_key(group: &str, version: &str) -> String {
 fn hash_hex(b: &[u8]) -> String {
     // FNV-1a, 64 bit, twice with different seeds: a cache key, not security.
     let h = |seed: u64| {
-        b.iter()
-            .fold(seed, |h, x| (h ^ u64::from(*x)).wrapping_mul(0x0100_0000_01b3))
+        b.iter().fold(seed, |h, x| {
+            (h ^ u64::from(*x)).wrapping_mul(0x0100_0000_01b3)
+        })
     };
-    format!("{:016X}{:016X}", h(0xcbf2_9ce4_8422_2325), h(0x8422_2325_cbf2_9ce4))
+    format!(
+        "{:016X}{:016X}",
+        h(0xcbf2_9ce4_8422_2325),
+        h(0x8422_2325_cbf2_9ce4)
+    )
 }
 
 fn build() -> Documents {
@@ -75,7 +80,12 @@ fn build() -> Documents {
     }
     let root_paths: Map<String, Value> = v3
         .iter()
-        .map(|(k, (_, h))| (k.clone(), json!({"serverRelativeURL": format!("/openapi/v3/{k}?hash={h}")})))
+        .map(|(k, (_, h))| {
+            (
+                k.clone(),
+                json!({"serverRelativeURL": format!("/openapi/v3/{k}?hash={h}")}),
+            )
+        })
         .collect();
     let v3_root = serde_json::to_vec(&json!({"paths": root_paths})).unwrap_or_default();
     let v2_defs: Map<String, Value> = defs
@@ -107,10 +117,10 @@ fn closure(defs: &Definitions, group: &str, version: &str) -> Map<String, Value>
         .map(|(_, _, _, n)| n.clone())
         .collect();
     todo.extend(defs.meta.iter().cloned());
-    if group == "apps" || group.is_empty() {
-        if let Some(n) = defs.kind_def("autoscaling", "v1", "Scale") {
-            todo.push(n.to_string());
-        }
+    if (group == "apps" || group.is_empty())
+        && let Some(n) = defs.kind_def("autoscaling", "v1", "Scale")
+    {
+        todo.push(n.to_string());
     }
     let mut out = Map::new();
     while let Some(n) = todo.pop() {
@@ -127,10 +137,10 @@ fn closure(defs: &Definitions, group: &str, version: &str) -> Map<String, Value>
 fn collect_refs(v: &Value, out: &mut Vec<String>) {
     match v {
         Value::Object(m) => {
-            if let Some(r) = m.get("$ref").and_then(Value::as_str) {
-                if let Some(n) = r.rsplit('/').next() {
-                    out.push(n.to_string());
-                }
+            if let Some(r) = m.get("$ref").and_then(Value::as_str)
+                && let Some(n) = r.rsplit('/').next()
+            {
+                out.push(n.to_string());
             }
             for x in m.values() {
                 collect_refs(x, out);
@@ -155,12 +165,28 @@ fn path_param(name: &str) -> Value {
 
 fn write_params(patch: bool) -> Vec<Value> {
     let mut p = vec![
-        query_param("dryRun", "string", "When present, indicates that modifications should not be persisted."),
-        query_param("fieldManager", "string", "fieldManager is a name associated with the actor or entity that is making these changes."),
-        query_param("fieldValidation", "string", "fieldValidation instructs the server on how to handle objects in the request containing unknown or duplicate fields: Ignore, Warn (default) or Strict."),
+        query_param(
+            "dryRun",
+            "string",
+            "When present, indicates that modifications should not be persisted.",
+        ),
+        query_param(
+            "fieldManager",
+            "string",
+            "fieldManager is a name associated with the actor or entity that is making these changes.",
+        ),
+        query_param(
+            "fieldValidation",
+            "string",
+            "fieldValidation instructs the server on how to handle objects in the request containing unknown or duplicate fields: Ignore, Warn (default) or Strict.",
+        ),
     ];
     if patch {
-        p.push(query_param("force", "boolean", "Force is going to \"force\" Apply requests."));
+        p.push(query_param(
+            "force",
+            "boolean",
+            "Force is going to \"force\" Apply requests.",
+        ));
     }
     p
 }
@@ -199,7 +225,11 @@ fn op_id(verb: &str, res: &ResourceDef, namespaced: bool, suffix: &str) -> Strin
     let group = if res.group.is_empty() {
         "Core".to_string()
     } else {
-        camel(res.group.trim_end_matches(".k8s.io").trim_end_matches(".authorization"))
+        camel(
+            res.group
+                .trim_end_matches(".k8s.io")
+                .trim_end_matches(".authorization"),
+        )
     };
     format!(
         "{verb}{group}{}{}{}{suffix}",
@@ -262,11 +292,21 @@ fn paths_for(defs: &Definitions, group: &str, version: &str) -> Map<String, Valu
     let mut paths = Map::new();
     let prefix = format!("/{}", gv_key(group, version));
     for res in resources::in_group_version(group, version) {
-        let Some(def) = defs.kind_def(res.group, res.version, res.kind) else { continue };
+        let Some(def) = defs.kind_def(res.group, res.version, res.kind) else {
+            continue;
+        };
         let gvk = json!({"group": res.group, "version": res.version, "kind": res.kind});
         let obj = schema_ref(def);
-        let ns_seg = if res.namespaced { "/namespaces/{namespace}" } else { "" };
-        let ns_params: Vec<Value> = if res.namespaced { vec![path_param("namespace")] } else { vec![] };
+        let ns_seg = if res.namespaced {
+            "/namespaces/{namespace}"
+        } else {
+            ""
+        };
+        let ns_params: Vec<Value> = if res.namespaced {
+            vec![path_param("namespace")]
+        } else {
+            vec![]
+        };
         let collection = format!("{prefix}{ns_seg}/{}", res.plural);
         if res.storage == Storage::Virtual {
             paths.insert(
@@ -315,8 +355,14 @@ fn paths_for(defs: &Definitions, group: &str, version: &str) -> Map<String, Valu
                 continue;
             }
             let (sgvk, sobj, suffix) = if sub == "scale" {
-                let Some(scale) = defs.kind_def("autoscaling", "v1", "Scale") else { continue };
-                (json!({"group": "autoscaling", "version": "v1", "kind": "Scale"}), schema_ref(scale), "Scale")
+                let Some(scale) = defs.kind_def("autoscaling", "v1", "Scale") else {
+                    continue;
+                };
+                (
+                    json!({"group": "autoscaling", "version": "v1", "kind": "Scale"}),
+                    schema_ref(scale),
+                    "Scale",
+                )
             } else {
                 (gvk.clone(), obj.clone(), "Status")
             };
@@ -342,7 +388,10 @@ fn to_v2_schema(v: &Value) -> Value {
             let mut out = Map::new();
             for (k, x) in m {
                 if k == "$ref" {
-                    let s = x.as_str().unwrap_or("").replace("#/components/schemas/", "#/definitions/");
+                    let s = x
+                        .as_str()
+                        .unwrap_or("")
+                        .replace("#/components/schemas/", "#/definitions/");
                     out.insert(k.clone(), Value::String(s));
                 } else if k == "nullable" {
                     continue;
@@ -351,11 +400,11 @@ fn to_v2_schema(v: &Value) -> Value {
                 }
             }
             // Swagger 2.0 tooling expects a plain `$ref` where v3 wraps it.
-            if let Some(r) = ref_name(&Value::Object(out.clone())) {
-                if out.contains_key("allOf") {
-                    out.remove("allOf");
-                    out.insert("$ref".into(), json!(format!("#/definitions/{r}")));
-                }
+            if let Some(r) = ref_name(&Value::Object(out.clone()))
+                && out.contains_key("allOf")
+            {
+                out.remove("allOf");
+                out.insert("$ref".into(), json!(format!("#/definitions/{r}")));
             }
             Value::Object(out)
         }
@@ -366,11 +415,11 @@ fn to_v2_schema(v: &Value) -> Value {
 
 fn to_v2_param(p: &Value) -> Value {
     let mut out = p.clone();
-    if let Some(o) = out.as_object_mut() {
-        if let Some(Value::Object(s)) = o.remove("schema") {
-            for (k, v) in s {
-                o.insert(k, v);
-            }
+    if let Some(o) = out.as_object_mut()
+        && let Some(Value::Object(s)) = o.remove("schema")
+    {
+        for (k, v) in s {
+            o.insert(k, v);
         }
     }
     out
@@ -378,10 +427,19 @@ fn to_v2_param(p: &Value) -> Value {
 
 fn to_v2_path(item: &Value) -> Value {
     let mut out = Map::new();
-    let Some(m) = item.as_object() else { return json!({}) };
+    let Some(m) = item.as_object() else {
+        return json!({});
+    };
     for (k, v) in m {
         if k == "parameters" {
-            out.insert(k.clone(), Value::Array(v.as_array().map(|a| a.iter().map(to_v2_param).collect()).unwrap_or_default()));
+            out.insert(
+                k.clone(),
+                Value::Array(
+                    v.as_array()
+                        .map(|a| a.iter().map(to_v2_param).collect())
+                        .unwrap_or_default(),
+                ),
+            );
             continue;
         }
         let mut op = v.clone();
@@ -407,15 +465,17 @@ fn to_v2_path(item: &Value) -> Value {
             if !consumes.is_empty() {
                 o.insert("consumes".into(), json!(consumes));
             }
-            o.insert("produces".into(), json!(["application/json", "application/yaml"]));
+            o.insert(
+                "produces".into(),
+                json!(["application/json", "application/yaml"]),
+            );
             if let Some(Value::Object(rs)) = o.get_mut("responses") {
                 for r in rs.values_mut() {
-                    if let Some(ro) = r.as_object_mut() {
-                        if let Some(c) = ro.remove("content") {
-                            if let Some(s) = c["application/json"].get("schema") {
-                                ro.insert("schema".into(), to_v2_schema(s));
-                            }
-                        }
+                    if let Some(ro) = r.as_object_mut()
+                        && let Some(c) = ro.remove("content")
+                        && let Some(s) = c["application/json"].get("schema")
+                    {
+                        ro.insert("schema".into(), to_v2_schema(s));
                     }
                 }
             }
@@ -437,14 +497,28 @@ mod tests {
     #[test]
     fn v3_documents_let_kubectl_use_server_side_validation() {
         let root: Value = serde_json::from_slice(&documents().v3_root).unwrap();
-        let url = root["paths"]["apis/apps/v1"]["serverRelativeURL"].as_str().unwrap();
+        let url = root["paths"]["apis/apps/v1"]["serverRelativeURL"]
+            .as_str()
+            .unwrap();
         assert!(url.starts_with("/openapi/v3/apis/apps/v1?hash="));
         let d = doc("apis/apps/v1");
         let patch = &d["paths"]["/apis/apps/v1/namespaces/{namespace}/deployments/{name}"]["patch"];
-        assert_eq!(patch["x-kubernetes-group-version-kind"]["kind"], "Deployment");
-        assert!(patch["parameters"].as_array().unwrap().iter().any(|p| p["name"] == "fieldValidation"));
+        assert_eq!(
+            patch["x-kubernetes-group-version-kind"]["kind"],
+            "Deployment"
+        );
+        assert!(
+            patch["parameters"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|p| p["name"] == "fieldValidation")
+        );
         let dep = &d["components"]["schemas"]["io.k8s.api.apps.v1.Deployment"];
-        assert_eq!(dep["x-kubernetes-group-version-kind"][0]["kind"], "Deployment");
+        assert_eq!(
+            dep["x-kubernetes-group-version-kind"][0]["kind"],
+            "Deployment"
+        );
         // Everything referenced is in the document.
         let mut refs = Vec::new();
         collect_refs(&d, &mut refs);
@@ -452,7 +526,11 @@ mod tests {
             assert!(d["components"]["schemas"].get(&r).is_some(), "missing {r}");
         }
         let core = doc("api/v1");
-        assert!(core["paths"].get("/api/v1/namespaces/{namespace}/pods/{name}/status").is_some());
+        assert!(
+            core["paths"]
+                .get("/api/v1/namespaces/{namespace}/pods/{name}/status")
+                .is_some()
+        );
     }
 
     #[test]
@@ -460,7 +538,10 @@ mod tests {
         let v2: Value = serde_json::from_slice(&documents().v2).unwrap();
         assert_eq!(v2["swagger"], "2.0");
         let pod = &v2["definitions"]["io.k8s.api.core.v1.Pod"];
-        assert_eq!(pod["properties"]["spec"]["$ref"], "#/definitions/io.k8s.api.core.v1.PodSpec");
+        assert_eq!(
+            pod["properties"]["spec"]["$ref"],
+            "#/definitions/io.k8s.api.core.v1.PodSpec"
+        );
         let s = serde_json::to_string(&v2).unwrap();
         assert!(!s.contains("#/components/schemas/"));
     }

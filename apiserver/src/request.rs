@@ -40,7 +40,10 @@ pub fn parse_path(path: &str) -> Option<RequestInfo> {
     }
     // `namespaces/<ns>/<resource>...` scopes a namespaced resource, unless it is
     // the namespace object itself (`namespaces/<name>[/status|finalize]`).
-    if rest.len() >= 3 && rest[0] == "namespaces" && !matches!(rest[2].as_str(), "status" | "finalize") {
+    if rest.len() >= 3
+        && rest[0] == "namespaces"
+        && !matches!(rest[2].as_str(), "status" | "finalize")
+    {
         info.namespace = Some(rest[1].clone());
         rest.drain(..2);
     }
@@ -71,12 +74,13 @@ pub fn percent_decode(s: &str) -> String {
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
     while i < b.len() {
-        if b[i] == b'%' && i + 2 < b.len() {
-            if let (Some(h), Some(l)) = (hex(b[i + 1]), hex(b[i + 2])) {
-                out.push(h * 16 + l);
-                i += 3;
-                continue;
-            }
+        if b[i] == b'%'
+            && i + 2 < b.len()
+            && let (Some(h), Some(l)) = (hex(b[i + 1]), hex(b[i + 2]))
+        {
+            out.push(h * 16 + l);
+            i += 3;
+            continue;
         }
         out.push(if b[i] == b'+' { b' ' } else { b[i] });
         i += 1;
@@ -137,12 +141,25 @@ mod tests {
     #[test]
     fn parses_resource_paths() {
         let i = parse_path("/api/v1/namespaces/default/pods/web/status").unwrap();
-        assert_eq!((i.namespace.as_deref(), i.resource.as_str(), i.name.as_deref(), i.subresource.as_deref()),
-            (Some("default"), "pods", Some("web"), Some("status")));
+        assert_eq!(
+            (
+                i.namespace.as_deref(),
+                i.resource.as_str(),
+                i.name.as_deref(),
+                i.subresource.as_deref()
+            ),
+            (Some("default"), "pods", Some("web"), Some("status"))
+        );
         let i = parse_path("/api/v1/namespaces/kube-system").unwrap();
-        assert_eq!((i.namespace, i.resource.as_str(), i.name.as_deref()), (None, "namespaces", Some("kube-system")));
+        assert_eq!(
+            (i.namespace, i.resource.as_str(), i.name.as_deref()),
+            (None, "namespaces", Some("kube-system"))
+        );
         let i = parse_path("/api/v1/namespaces/x/finalize").unwrap();
-        assert_eq!((i.resource.as_str(), i.subresource.as_deref()), ("namespaces", Some("finalize")));
+        assert_eq!(
+            (i.resource.as_str(), i.subresource.as_deref()),
+            ("namespaces", Some("finalize"))
+        );
         let i = parse_path("/apis/apps/v1/watch/namespaces/a/deployments").unwrap();
         assert!(i.watch_path);
         assert_eq!(i.group, "apps");

@@ -128,65 +128,675 @@ use Storage::{Etcd, Virtual};
 /// Every built-in resource, grouped by API group in discovery order.
 pub static RESOURCES: &[ResourceDef] = &[
     // core/v1
-    res!("", "v1", "Namespace", "namespaces", "namespace", false, &["ns"], NONE, &["status", "finalize"], Etcd("namespaces"), &["status.phase"]),
-    res!("", "v1", "Pod", "pods", "pod", true, &["po"], ALL, &["status", "binding", "eviction", "ephemeralcontainers", "log", "exec", "attach", "portforward", "proxy"], Etcd("pods"), POD_FIELDS),
-    res!("", "v1", "Service", "services", "service", true, &["svc"], ALL, &["status", "proxy"], Etcd("services/specs"), NONE),
-    res!("", "v1", "Endpoints", "endpoints", "endpoints", true, &["ep"], NONE, NONE, Etcd("services/endpoints"), NONE),
-    res!("", "v1", "ConfigMap", "configmaps", "configmap", true, &["cm"], NONE, NONE, Etcd("configmaps"), NONE),
-    res!("", "v1", "Secret", "secrets", "secret", true, NONE, NONE, NONE, Etcd("secrets"), &["type"]),
-    res!("", "v1", "ServiceAccount", "serviceaccounts", "serviceaccount", true, &["sa"], NONE, &["token"], Etcd("serviceaccounts"), NONE),
-    res!("", "v1", "Node", "nodes", "node", false, &["no"], NONE, &["status", "proxy"], Etcd("minions"), &["spec.unschedulable"]),
-    res!("", "v1", "Event", "events", "event", true, &["ev"], NONE, NONE, Etcd("events"), EVENT_FIELDS),
-    res!("", "v1", "PersistentVolume", "persistentvolumes", "persistentvolume", false, &["pv"], NONE, STATUS, Etcd("persistentvolumes"), NONE),
-    res!("", "v1", "PersistentVolumeClaim", "persistentvolumeclaims", "persistentvolumeclaim", true, &["pvc"], NONE, STATUS, Etcd("persistentvolumeclaims"), NONE),
-    res!("", "v1", "ResourceQuota", "resourcequotas", "resourcequota", true, &["quota"], NONE, STATUS, Etcd("resourcequotas"), NONE),
-    res!("", "v1", "LimitRange", "limitranges", "limitrange", true, &["limits"], NONE, NONE, Etcd("limitranges"), NONE),
-    res!("", "v1", "ReplicationController", "replicationcontrollers", "replicationcontroller", true, &["rc"], ALL, &["status", "scale"], Etcd("controllers"), &["status.replicas"]),
-    res!("", "v1", "PodTemplate", "podtemplates", "podtemplate", true, NONE, NONE, NONE, Etcd("podtemplates"), NONE),
+    res!(
+        "",
+        "v1",
+        "Namespace",
+        "namespaces",
+        "namespace",
+        false,
+        &["ns"],
+        NONE,
+        &["status", "finalize"],
+        Etcd("namespaces"),
+        &["status.phase"]
+    ),
+    res!(
+        "",
+        "v1",
+        "Pod",
+        "pods",
+        "pod",
+        true,
+        &["po"],
+        ALL,
+        &[
+            "status",
+            "binding",
+            "eviction",
+            "ephemeralcontainers",
+            "log",
+            "exec",
+            "attach",
+            "portforward",
+            "proxy"
+        ],
+        Etcd("pods"),
+        POD_FIELDS
+    ),
+    res!(
+        "",
+        "v1",
+        "Service",
+        "services",
+        "service",
+        true,
+        &["svc"],
+        ALL,
+        &["status", "proxy"],
+        Etcd("services/specs"),
+        NONE
+    ),
+    res!(
+        "",
+        "v1",
+        "Endpoints",
+        "endpoints",
+        "endpoints",
+        true,
+        &["ep"],
+        NONE,
+        NONE,
+        Etcd("services/endpoints"),
+        NONE
+    ),
+    res!(
+        "",
+        "v1",
+        "ConfigMap",
+        "configmaps",
+        "configmap",
+        true,
+        &["cm"],
+        NONE,
+        NONE,
+        Etcd("configmaps"),
+        NONE
+    ),
+    res!(
+        "",
+        "v1",
+        "Secret",
+        "secrets",
+        "secret",
+        true,
+        NONE,
+        NONE,
+        NONE,
+        Etcd("secrets"),
+        &["type"]
+    ),
+    res!(
+        "",
+        "v1",
+        "ServiceAccount",
+        "serviceaccounts",
+        "serviceaccount",
+        true,
+        &["sa"],
+        NONE,
+        &["token"],
+        Etcd("serviceaccounts"),
+        NONE
+    ),
+    res!(
+        "",
+        "v1",
+        "Node",
+        "nodes",
+        "node",
+        false,
+        &["no"],
+        NONE,
+        &["status", "proxy"],
+        Etcd("minions"),
+        &["spec.unschedulable"]
+    ),
+    res!(
+        "",
+        "v1",
+        "Event",
+        "events",
+        "event",
+        true,
+        &["ev"],
+        NONE,
+        NONE,
+        Etcd("events"),
+        EVENT_FIELDS
+    ),
+    res!(
+        "",
+        "v1",
+        "PersistentVolume",
+        "persistentvolumes",
+        "persistentvolume",
+        false,
+        &["pv"],
+        NONE,
+        STATUS,
+        Etcd("persistentvolumes"),
+        NONE
+    ),
+    res!(
+        "",
+        "v1",
+        "PersistentVolumeClaim",
+        "persistentvolumeclaims",
+        "persistentvolumeclaim",
+        true,
+        &["pvc"],
+        NONE,
+        STATUS,
+        Etcd("persistentvolumeclaims"),
+        NONE
+    ),
+    res!(
+        "",
+        "v1",
+        "ResourceQuota",
+        "resourcequotas",
+        "resourcequota",
+        true,
+        &["quota"],
+        NONE,
+        STATUS,
+        Etcd("resourcequotas"),
+        NONE
+    ),
+    res!(
+        "",
+        "v1",
+        "LimitRange",
+        "limitranges",
+        "limitrange",
+        true,
+        &["limits"],
+        NONE,
+        NONE,
+        Etcd("limitranges"),
+        NONE
+    ),
+    res!(
+        "",
+        "v1",
+        "ReplicationController",
+        "replicationcontrollers",
+        "replicationcontroller",
+        true,
+        &["rc"],
+        ALL,
+        &["status", "scale"],
+        Etcd("controllers"),
+        &["status.replicas"]
+    ),
+    res!(
+        "",
+        "v1",
+        "PodTemplate",
+        "podtemplates",
+        "podtemplate",
+        true,
+        NONE,
+        NONE,
+        NONE,
+        Etcd("podtemplates"),
+        NONE
+    ),
     // apps/v1
-    res!("apps", "v1", "Deployment", "deployments", "deployment", true, &["deploy"], ALL, STATUS_SCALE, Etcd("deployments"), NONE),
-    res!("apps", "v1", "ReplicaSet", "replicasets", "replicaset", true, &["rs"], ALL, STATUS_SCALE, Etcd("replicasets"), &["status.replicas"]),
-    res!("apps", "v1", "StatefulSet", "statefulsets", "statefulset", true, &["sts"], ALL, STATUS_SCALE, Etcd("statefulsets"), NONE),
-    res!("apps", "v1", "DaemonSet", "daemonsets", "daemonset", true, &["ds"], ALL, STATUS, Etcd("daemonsets"), NONE),
-    res!("apps", "v1", "ControllerRevision", "controllerrevisions", "controllerrevision", true, NONE, NONE, NONE, Etcd("controllerrevisions"), NONE),
+    res!(
+        "apps",
+        "v1",
+        "Deployment",
+        "deployments",
+        "deployment",
+        true,
+        &["deploy"],
+        ALL,
+        STATUS_SCALE,
+        Etcd("deployments"),
+        NONE
+    ),
+    res!(
+        "apps",
+        "v1",
+        "ReplicaSet",
+        "replicasets",
+        "replicaset",
+        true,
+        &["rs"],
+        ALL,
+        STATUS_SCALE,
+        Etcd("replicasets"),
+        &["status.replicas"]
+    ),
+    res!(
+        "apps",
+        "v1",
+        "StatefulSet",
+        "statefulsets",
+        "statefulset",
+        true,
+        &["sts"],
+        ALL,
+        STATUS_SCALE,
+        Etcd("statefulsets"),
+        NONE
+    ),
+    res!(
+        "apps",
+        "v1",
+        "DaemonSet",
+        "daemonsets",
+        "daemonset",
+        true,
+        &["ds"],
+        ALL,
+        STATUS,
+        Etcd("daemonsets"),
+        NONE
+    ),
+    res!(
+        "apps",
+        "v1",
+        "ControllerRevision",
+        "controllerrevisions",
+        "controllerrevision",
+        true,
+        NONE,
+        NONE,
+        NONE,
+        Etcd("controllerrevisions"),
+        NONE
+    ),
     // batch/v1
-    res!("batch", "v1", "Job", "jobs", "job", true, NONE, ALL, STATUS, Etcd("jobs"), &["status.successful"]),
-    res!("batch", "v1", "CronJob", "cronjobs", "cronjob", true, &["cj"], ALL, STATUS, Etcd("cronjobs"), NONE),
+    res!(
+        "batch",
+        "v1",
+        "Job",
+        "jobs",
+        "job",
+        true,
+        NONE,
+        ALL,
+        STATUS,
+        Etcd("jobs"),
+        &["status.successful"]
+    ),
+    res!(
+        "batch",
+        "v1",
+        "CronJob",
+        "cronjobs",
+        "cronjob",
+        true,
+        &["cj"],
+        ALL,
+        STATUS,
+        Etcd("cronjobs"),
+        NONE
+    ),
     // authentication / authorization (virtual)
-    res!("authentication.k8s.io", "v1", "TokenReview", "tokenreviews", "tokenreview", false, NONE, NONE, NONE, Virtual, NONE),
-    res!("authentication.k8s.io", "v1", "SelfSubjectReview", "selfsubjectreviews", "selfsubjectreview", false, NONE, NONE, NONE, Virtual, NONE),
-    res!("authorization.k8s.io", "v1", "SubjectAccessReview", "subjectaccessreviews", "subjectaccessreview", false, NONE, NONE, NONE, Virtual, NONE),
-    res!("authorization.k8s.io", "v1", "SelfSubjectAccessReview", "selfsubjectaccessreviews", "selfsubjectaccessreview", false, NONE, NONE, NONE, Virtual, NONE),
-    res!("authorization.k8s.io", "v1", "SelfSubjectRulesReview", "selfsubjectrulesreviews", "selfsubjectrulesreview", false, NONE, NONE, NONE, Virtual, NONE),
-    res!("authorization.k8s.io", "v1", "LocalSubjectAccessReview", "localsubjectaccessreviews", "localsubjectaccessreview", true, NONE, NONE, NONE, Virtual, NONE),
+    res!(
+        "authentication.k8s.io",
+        "v1",
+        "TokenReview",
+        "tokenreviews",
+        "tokenreview",
+        false,
+        NONE,
+        NONE,
+        NONE,
+        Virtual,
+        NONE
+    ),
+    res!(
+        "authentication.k8s.io",
+        "v1",
+        "SelfSubjectReview",
+        "selfsubjectreviews",
+        "selfsubjectreview",
+        false,
+        NONE,
+        NONE,
+        NONE,
+        Virtual,
+        NONE
+    ),
+    res!(
+        "authorization.k8s.io",
+        "v1",
+        "SubjectAccessReview",
+        "subjectaccessreviews",
+        "subjectaccessreview",
+        false,
+        NONE,
+        NONE,
+        NONE,
+        Virtual,
+        NONE
+    ),
+    res!(
+        "authorization.k8s.io",
+        "v1",
+        "SelfSubjectAccessReview",
+        "selfsubjectaccessreviews",
+        "selfsubjectaccessreview",
+        false,
+        NONE,
+        NONE,
+        NONE,
+        Virtual,
+        NONE
+    ),
+    res!(
+        "authorization.k8s.io",
+        "v1",
+        "SelfSubjectRulesReview",
+        "selfsubjectrulesreviews",
+        "selfsubjectrulesreview",
+        false,
+        NONE,
+        NONE,
+        NONE,
+        Virtual,
+        NONE
+    ),
+    res!(
+        "authorization.k8s.io",
+        "v1",
+        "LocalSubjectAccessReview",
+        "localsubjectaccessreviews",
+        "localsubjectaccessreview",
+        true,
+        NONE,
+        NONE,
+        NONE,
+        Virtual,
+        NONE
+    ),
     // coordination, discovery, events
-    res!("coordination.k8s.io", "v1", "Lease", "leases", "lease", true, NONE, NONE, NONE, Etcd("leases"), NONE),
-    res!("discovery.k8s.io", "v1", "EndpointSlice", "endpointslices", "endpointslice", true, NONE, NONE, NONE, Etcd("endpointslices"), NONE),
-    res!("events.k8s.io", "v1", "Event", "events", "event", true, &["ev"], NONE, NONE, Etcd("events"), EVENT_FIELDS),
+    res!(
+        "coordination.k8s.io",
+        "v1",
+        "Lease",
+        "leases",
+        "lease",
+        true,
+        NONE,
+        NONE,
+        NONE,
+        Etcd("leases"),
+        NONE
+    ),
+    res!(
+        "discovery.k8s.io",
+        "v1",
+        "EndpointSlice",
+        "endpointslices",
+        "endpointslice",
+        true,
+        NONE,
+        NONE,
+        NONE,
+        Etcd("endpointslices"),
+        NONE
+    ),
+    res!(
+        "events.k8s.io",
+        "v1",
+        "Event",
+        "events",
+        "event",
+        true,
+        &["ev"],
+        NONE,
+        NONE,
+        Etcd("events"),
+        EVENT_FIELDS
+    ),
     // rbac
-    res!("rbac.authorization.k8s.io", "v1", "ClusterRole", "clusterroles", "clusterrole", false, NONE, NONE, NONE, Etcd("clusterroles"), NONE),
-    res!("rbac.authorization.k8s.io", "v1", "ClusterRoleBinding", "clusterrolebindings", "clusterrolebinding", false, NONE, NONE, NONE, Etcd("clusterrolebindings"), NONE),
-    res!("rbac.authorization.k8s.io", "v1", "Role", "roles", "role", true, NONE, NONE, NONE, Etcd("roles"), NONE),
-    res!("rbac.authorization.k8s.io", "v1", "RoleBinding", "rolebindings", "rolebinding", true, NONE, NONE, NONE, Etcd("rolebindings"), NONE),
+    res!(
+        "rbac.authorization.k8s.io",
+        "v1",
+        "ClusterRole",
+        "clusterroles",
+        "clusterrole",
+        false,
+        NONE,
+        NONE,
+        NONE,
+        Etcd("clusterroles"),
+        NONE
+    ),
+    res!(
+        "rbac.authorization.k8s.io",
+        "v1",
+        "ClusterRoleBinding",
+        "clusterrolebindings",
+        "clusterrolebinding",
+        false,
+        NONE,
+        NONE,
+        NONE,
+        Etcd("clusterrolebindings"),
+        NONE
+    ),
+    res!(
+        "rbac.authorization.k8s.io",
+        "v1",
+        "Role",
+        "roles",
+        "role",
+        true,
+        NONE,
+        NONE,
+        NONE,
+        Etcd("roles"),
+        NONE
+    ),
+    res!(
+        "rbac.authorization.k8s.io",
+        "v1",
+        "RoleBinding",
+        "rolebindings",
+        "rolebinding",
+        true,
+        NONE,
+        NONE,
+        NONE,
+        Etcd("rolebindings"),
+        NONE
+    ),
     // networking
-    res!("networking.k8s.io", "v1", "Ingress", "ingresses", "ingress", true, &["ing"], NONE, STATUS, Etcd("ingress"), NONE),
-    res!("networking.k8s.io", "v1", "IngressClass", "ingressclasses", "ingressclass", false, NONE, NONE, NONE, Etcd("ingressclasses"), NONE),
-    res!("networking.k8s.io", "v1", "NetworkPolicy", "networkpolicies", "networkpolicy", true, &["netpol"], NONE, NONE, Etcd("networkpolicies"), NONE),
+    res!(
+        "networking.k8s.io",
+        "v1",
+        "Ingress",
+        "ingresses",
+        "ingress",
+        true,
+        &["ing"],
+        NONE,
+        STATUS,
+        Etcd("ingress"),
+        NONE
+    ),
+    res!(
+        "networking.k8s.io",
+        "v1",
+        "IngressClass",
+        "ingressclasses",
+        "ingressclass",
+        false,
+        NONE,
+        NONE,
+        NONE,
+        Etcd("ingressclasses"),
+        NONE
+    ),
+    res!(
+        "networking.k8s.io",
+        "v1",
+        "NetworkPolicy",
+        "networkpolicies",
+        "networkpolicy",
+        true,
+        &["netpol"],
+        NONE,
+        NONE,
+        Etcd("networkpolicies"),
+        NONE
+    ),
     // storage
-    res!("storage.k8s.io", "v1", "StorageClass", "storageclasses", "storageclass", false, &["sc"], NONE, NONE, Etcd("storageclasses"), NONE),
-    res!("storage.k8s.io", "v1", "CSIDriver", "csidrivers", "csidriver", false, NONE, NONE, NONE, Etcd("csidrivers"), NONE),
-    res!("storage.k8s.io", "v1", "CSINode", "csinodes", "csinode", false, NONE, NONE, NONE, Etcd("csinodes"), NONE),
-    res!("storage.k8s.io", "v1", "VolumeAttachment", "volumeattachments", "volumeattachment", false, NONE, NONE, STATUS, Etcd("volumeattachments"), NONE),
+    res!(
+        "storage.k8s.io",
+        "v1",
+        "StorageClass",
+        "storageclasses",
+        "storageclass",
+        false,
+        &["sc"],
+        NONE,
+        NONE,
+        Etcd("storageclasses"),
+        NONE
+    ),
+    res!(
+        "storage.k8s.io",
+        "v1",
+        "CSIDriver",
+        "csidrivers",
+        "csidriver",
+        false,
+        NONE,
+        NONE,
+        NONE,
+        Etcd("csidrivers"),
+        NONE
+    ),
+    res!(
+        "storage.k8s.io",
+        "v1",
+        "CSINode",
+        "csinodes",
+        "csinode",
+        false,
+        NONE,
+        NONE,
+        NONE,
+        Etcd("csinodes"),
+        NONE
+    ),
+    res!(
+        "storage.k8s.io",
+        "v1",
+        "VolumeAttachment",
+        "volumeattachments",
+        "volumeattachment",
+        false,
+        NONE,
+        NONE,
+        STATUS,
+        Etcd("volumeattachments"),
+        NONE
+    ),
     // policy, scheduling, node, certificates
-    res!("policy", "v1", "PodDisruptionBudget", "poddisruptionbudgets", "poddisruptionbudget", true, &["pdb"], NONE, STATUS, Etcd("poddisruptionbudgets"), NONE),
-    res!("scheduling.k8s.io", "v1", "PriorityClass", "priorityclasses", "priorityclass", false, &["pc"], NONE, NONE, Etcd("priorityclasses"), NONE),
-    res!("node.k8s.io", "v1", "RuntimeClass", "runtimeclasses", "runtimeclass", false, NONE, NONE, NONE, Etcd("runtimeclasses"), NONE),
-    res!("certificates.k8s.io", "v1", "CertificateSigningRequest", "certificatesigningrequests", "certificatesigningrequest", false, &["csr"], NONE, &["status", "approval"], Etcd("certificatesigningrequests"), &["spec.signerName"]),
+    res!(
+        "policy",
+        "v1",
+        "PodDisruptionBudget",
+        "poddisruptionbudgets",
+        "poddisruptionbudget",
+        true,
+        &["pdb"],
+        NONE,
+        STATUS,
+        Etcd("poddisruptionbudgets"),
+        NONE
+    ),
+    res!(
+        "scheduling.k8s.io",
+        "v1",
+        "PriorityClass",
+        "priorityclasses",
+        "priorityclass",
+        false,
+        &["pc"],
+        NONE,
+        NONE,
+        Etcd("priorityclasses"),
+        NONE
+    ),
+    res!(
+        "node.k8s.io",
+        "v1",
+        "RuntimeClass",
+        "runtimeclasses",
+        "runtimeclass",
+        false,
+        NONE,
+        NONE,
+        NONE,
+        Etcd("runtimeclasses"),
+        NONE
+    ),
+    res!(
+        "certificates.k8s.io",
+        "v1",
+        "CertificateSigningRequest",
+        "certificatesigningrequests",
+        "certificatesigningrequest",
+        false,
+        &["csr"],
+        NONE,
+        &["status", "approval"],
+        Etcd("certificatesigningrequests"),
+        &["spec.signerName"]
+    ),
     // admissionregistration
-    res!("admissionregistration.k8s.io", "v1", "MutatingWebhookConfiguration", "mutatingwebhookconfigurations", "mutatingwebhookconfiguration", false, NONE, &["api-extensions"], NONE, Etcd("mutatingwebhookconfigurations"), NONE),
-    res!("admissionregistration.k8s.io", "v1", "ValidatingWebhookConfiguration", "validatingwebhookconfigurations", "validatingwebhookconfiguration", false, NONE, &["api-extensions"], NONE, Etcd("validatingwebhookconfigurations"), NONE),
-    res!("admissionregistration.k8s.io", "v1", "ValidatingAdmissionPolicy", "validatingadmissionpolicies", "validatingadmissionpolicy", false, NONE, &["api-extensions"], STATUS, Etcd("validatingadmissionpolicies"), NONE),
-    res!("admissionregistration.k8s.io", "v1", "ValidatingAdmissionPolicyBinding", "validatingadmissionpolicybindings", "validatingadmissionpolicybinding", false, NONE, &["api-extensions"], NONE, Etcd("validatingadmissionpolicybindings"), NONE),
+    res!(
+        "admissionregistration.k8s.io",
+        "v1",
+        "MutatingWebhookConfiguration",
+        "mutatingwebhookconfigurations",
+        "mutatingwebhookconfiguration",
+        false,
+        NONE,
+        &["api-extensions"],
+        NONE,
+        Etcd("mutatingwebhookconfigurations"),
+        NONE
+    ),
+    res!(
+        "admissionregistration.k8s.io",
+        "v1",
+        "ValidatingWebhookConfiguration",
+        "validatingwebhookconfigurations",
+        "validatingwebhookconfiguration",
+        false,
+        NONE,
+        &["api-extensions"],
+        NONE,
+        Etcd("validatingwebhookconfigurations"),
+        NONE
+    ),
+    res!(
+        "admissionregistration.k8s.io",
+        "v1",
+        "ValidatingAdmissionPolicy",
+        "validatingadmissionpolicies",
+        "validatingadmissionpolicy",
+        false,
+        NONE,
+        &["api-extensions"],
+        STATUS,
+        Etcd("validatingadmissionpolicies"),
+        NONE
+    ),
+    res!(
+        "admissionregistration.k8s.io",
+        "v1",
+        "ValidatingAdmissionPolicyBinding",
+        "validatingadmissionpolicybindings",
+        "validatingadmissionpolicybinding",
+        false,
+        NONE,
+        &["api-extensions"],
+        NONE,
+        Etcd("validatingadmissionpolicybindings"),
+        NONE
+    ),
 ];
 
 /// Looks a resource up by URL coordinates.
@@ -229,6 +839,22 @@ pub fn split_api_version(api_version: &str) -> (&str, &str) {
     }
 }
 
+/// The resource whose etcd prefix holds `key` (the longest match wins, so
+/// `services/specs` and `services/endpoints` stay apart).
+pub fn for_key(key: &str) -> Option<&'static ResourceDef> {
+    let rest = key.strip_prefix("/registry/")?;
+    RESOURCES
+        .iter()
+        .filter(|r| match r.storage {
+            Storage::Etcd(k) => rest.starts_with(k) && rest.as_bytes().get(k.len()) == Some(&b'/'),
+            Storage::Virtual => false,
+        })
+        .max_by_key(|r| match r.storage {
+            Storage::Etcd(k) => k.len(),
+            Storage::Virtual => 0,
+        })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -246,26 +872,19 @@ mod tests {
             }
         }
         let pods = find("", "v1", "pods").unwrap();
-        assert_eq!(pods.key(Some("default"), "x").unwrap(), "/registry/pods/default/x");
+        assert_eq!(
+            pods.key(Some("default"), "x").unwrap(),
+            "/registry/pods/default/x"
+        );
         let ns = find("", "v1", "namespaces").unwrap();
-        assert_eq!(ns.key(Some("ignored"), "kube-system").unwrap(), "/registry/namespaces/kube-system");
-        assert_eq!(find_kind("apps", "v1", "Deployment").unwrap().plural, "deployments");
+        assert_eq!(
+            ns.key(Some("ignored"), "kube-system").unwrap(),
+            "/registry/namespaces/kube-system"
+        );
+        assert_eq!(
+            find_kind("apps", "v1", "Deployment").unwrap().plural,
+            "deployments"
+        );
         assert_eq!(split_api_version("apps/v1"), ("apps", "v1"));
     }
-}
-
-/// The resource whose etcd prefix holds `key` (the longest match wins, so
-/// `services/specs` and `services/endpoints` stay apart).
-pub fn for_key(key: &str) -> Option<&'static ResourceDef> {
-    let rest = key.strip_prefix("/registry/")?;
-    RESOURCES
-        .iter()
-        .filter(|r| match r.storage {
-            Storage::Etcd(k) => rest.starts_with(k) && rest.as_bytes().get(k.len()) == Some(&b'/'),
-            Storage::Virtual => false,
-        })
-        .max_by_key(|r| match r.storage {
-            Storage::Etcd(k) => k.len(),
-            Storage::Virtual => 0,
-        })
 }

@@ -16,6 +16,7 @@ use serde_json::{Map, Value, json};
 use crate::Api;
 use crate::authn::UserInfo;
 use crate::http::{self as h, Resp};
+use crate::managed_fields::{self, ListKind};
 use crate::object::{self, meta_mut, meta_str};
 use crate::request::{Query, RequestInfo};
 use crate::resources::{ResourceDef, Storage};
@@ -63,6 +64,10 @@ impl Ctx<'_> {
             .get(header::ACCEPT)
             .and_then(|v| v.to_str().ok())
             .is_some_and(|a| a.contains("as=Table"))
+    }
+
+    fn type_ref(&self) -> Option<crate::schema::TypeRef> {
+        crate::schema::TypeRef::root(self.res.group, self.res.version, self.res.kind)
     }
 
     fn field_manager(&self) -> String {
@@ -141,9 +146,8 @@ pub fn decode_body(headers: &HeaderMap, body: &[u8]) -> ApiResult<Value> {
                 "the body of the request could not be decoded as JSON: {e}"
             ))
         })?
-    } else if ct.contains("protobuf") {
-        return Err(ApiError::unsupported_media_type(ct));
     } else {
+        // Protobuf bodies are read only for the review kinds (review.rs).
         return Err(ApiError::unsupported_media_type(ct));
     };
     if !v.is_object() {
@@ -179,6 +183,17 @@ fn check_type(res: &ResourceDef, obj: &mut Value) -> ApiResult<()> {
     Ok(())
 }
 
+/// Keyed lists and sets for managedFields, from the built-in patch strategies.
+fn list_kind(owner: &str, field: &str) -> ListKind {
+    match patch::field_strategy(owner, field) {
+        Some(s) if s.strategy == patch::PatchStrategy::Merge => match s.merge_key {
+            Some(k) => ListKind::Keyed(vec![k.to_string()]),
+            None => ListKind::Set,
+        },
+        _ => ListKind::Atomic,
+    }
+}
+
 /// `fieldValidation`: `Strict` refuses unknown fields; `Warn` (the default)
 /// and `Ignore` drop them, `Warn` telling the client. Values of the wrong
 /// type are refused in every mode, as decoding into typed structs does.
@@ -207,7 +222,10 @@ fn check_fields(ctx: &Ctx<'_>, obj: &mut Value) -> ApiResult<Vec<String>> {
         .map(|u| format!("unknown field \"{u}\""))
         .collect();
     match mode {
-        "Strict" if !unknown.is_empty() => Err(cannot(format!("strict decoding error: {}", unknown.join(", ")))),
+        "Strict" if !unknown.is_empty() => Err(cannot(format!(
+            "strict decoding error: {}",
+            unknown.join(", ")
+        ))),
         "Warn" => Ok(unknown),
         _ => Ok(Vec::new()),
     }
@@ -230,17 +248,20 @@ fn served(kv: &Kv) -> ApiResult<Entry> {
 }
 
 fn entry_resp(ctx: &Ctx<'_>, code: u16, e: &Entry) -> Resp {
-    if ctx.wants_table() {
-        if let Some(v) = e.value() {
-            return h::json(code, &table::table(ctx.res, &[v], e.rev, &ctx.query));
-        }
+    if ctx.wants_table()
+        && let Some(v) = e.value()
+    {
+        return h::json(code, &table::table(ctx.res, &[v], e.rev, &ctx.query));
     }
     h::raw_json(code, e.raw.clone())
 }
 
 fn value_resp(ctx: &Ctx<'_>, code: u16, v: &Value) -> Resp {
     if ctx.wants_table() {
-        return h::json(code, &table::table(ctx.res, std::slice::from_ref(v), 0, &ctx.query));
+        return h::json(
+            code,
+            &table::table(ctx.res, std::slice::from_ref(v), 0, &ctx.query),
+        );
     }
     h::json(code, v)
 }
@@ -282,17 +303,17 @@ impl Filter {
             .res
             .key_prefix(ctx.ns())
             .ok_or_else(ApiError::not_found_path)?;
-        let labels = match ctx.query.get("labelSelector") {
-            Some(s) => Some(
-                LabelSelector::parse(s)
-                    .map_err(|e| ApiError::bad_request(format!("unable to parse requirement: {e}")))?,
-            ),
-            None => None,
-        };
+        let labels =
+            match ctx.query.get("labelSelector") {
+                Some(s) => Some(LabelSelector::parse(s).map_err(|e| {
+                    ApiError::bad_request(format!("unable to parse requirement: {e}"))
+                })?),
+                None => None,
+            };
         let fields = match ctx.query.get("fieldSelector") {
             Some(s) => {
-                let f = FieldSelector::parse(s)
-                    .map_err(|e| ApiError::bad_request(e.to_string()))?;
+                let f =
+                    FieldSelector::parse(s).map_err(|e| ApiError::bad_request(e.to_string()))?;
                 let mut supported: Vec<&str> = vec!["metadata.name", "metadata.namespace"];
                 supported.extend_from_slice(ctx.res.fields);
                 f.check_supported(&supported)
@@ -312,15 +333,15 @@ impl Filter {
         if !e.key.starts_with(&self.namespace_prefix) {
             return false;
         }
-        if let Some(l) = &self.labels {
-            if !l.matches_fn(|k| e.label(k)) {
-                return false;
-            }
+        if let Some(l) = &self.labels
+            && !l.matches_fn(|k| e.label(k))
+        {
+            return false;
         }
-        if let Some(f) = &self.fields {
-            if !f.matches(|name| e.field(name)) {
-                return false;
-            }
+        if let Some(f) = &self.fields
+            && !f.matches(|name| e.field(name))
+        {
+            return false;
         }
         true
     }
@@ -360,7 +381,12 @@ async fn list(ctx: &Ctx<'_>) -> ApiResult<Resp> {
     }
     let (items, rev) = ctx.api.cache.list(&filter.namespace_prefix);
     let items: Vec<Arc<Entry>> = items.into_iter().filter(|e| filter.matches(e)).collect();
-    Ok(list_resp(ctx, items.iter().map(|e| &**e), rev.max(want), None))
+    Ok(list_resp(
+        ctx,
+        items.iter().map(|e| &**e),
+        rev.max(want),
+        None,
+    ))
 }
 
 #[derive(serde::Serialize, serde::Deserialize)]
@@ -394,9 +420,9 @@ async fn list_from_store(
         None => (0, String::new()),
     };
     if exact && rev == 0 {
-        rev = rv
-            .and_then(|s| s.parse().ok())
-            .ok_or_else(|| ApiError::bad_request("resourceVersionMatch=Exact needs a resourceVersion"))?;
+        rev = rv.and_then(|s| s.parse().ok()).ok_or_else(|| {
+            ApiError::bad_request("resourceVersionMatch=Exact needs a resourceVersion")
+        })?;
     }
     let mut items = Vec::new();
     let mut more;
@@ -409,10 +435,14 @@ async fn list_from_store(
             .await
         {
             Err(crate::store::StoreError::Compacted(_)) if continue_token.is_some() => {
-                return Err(ApiError::expired("The provided continue parameter is too old to display a consistent list result. You can start a new list without the continue parameter, or use the continue token in this response to retrieve the remainder of the results. Continuing with the provided token results in an inconsistent list - objects that were created, modified, or deleted between the time the first chunk was returned and now may show up in the list."));
+                return Err(ApiError::expired(
+                    "The provided continue parameter is too old to display a consistent list result. You can start a new list without the continue parameter, or use the continue token in this response to retrieve the remainder of the results. Continuing with the provided token results in an inconsistent list - objects that were created, modified, or deleted between the time the first chunk was returned and now may show up in the list.",
+                ));
             }
             Err(crate::store::StoreError::Compacted(_)) => {
-                return Err(ApiError::expired(format!("too old resource version: {rev}")));
+                return Err(ApiError::expired(format!(
+                    "too old resource version: {rev}"
+                )));
             }
             other => other?,
         };
@@ -437,14 +467,19 @@ async fn list_from_store(
     if limit > 0 && items.len() as i64 > limit {
         items.truncate(limit as usize);
     }
-    if limit > 0 && (more || items.len() as i64 == limit) {
-        if let Some(last) = items.last() {
-            let next = format!("{}\0", last.key);
-            // Only hand out a token when something may follow it.
-            if more || next < start {
-                let token = serde_json::to_vec(&Continue { rv: rev, start: next }).unwrap_or_default();
-                cont = Some(b64.encode(token));
-            }
+    if limit > 0
+        && (more || items.len() as i64 == limit)
+        && let Some(last) = items.last()
+    {
+        let next = format!("{}\0", last.key);
+        // Only hand out a token when something may follow it.
+        if more || next < start {
+            let token = serde_json::to_vec(&Continue {
+                rv: rev,
+                start: next,
+            })
+            .unwrap_or_default();
+            cont = Some(b64.encode(token));
         }
     }
     Ok(list_resp(ctx, items.iter(), rev, cont))
@@ -508,7 +543,11 @@ fn prepare_create(ctx: &Ctx<'_>, obj: &mut Value) -> ApiResult<String> {
     } else {
         meta.remove("namespace");
     }
-    let name = meta.get("name").and_then(Value::as_str).unwrap_or("").to_string();
+    let name = meta
+        .get("name")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_string();
     let name = if name.is_empty() {
         match meta.get("generateName").and_then(Value::as_str) {
             Some(g) if !g.is_empty() => {
@@ -561,9 +600,9 @@ async fn admit_namespace(ctx: &Ctx<'_>, ns: &str) -> ApiResult<()> {
             ns,
         ));
     };
-    let terminating = e
-        .value()
-        .is_some_and(|v| v["metadata"].get("deletionTimestamp").is_some() || v["status"]["phase"] == "Terminating");
+    let terminating = e.value().is_some_and(|v| {
+        v["metadata"].get("deletionTimestamp").is_some() || v["status"]["phase"] == "Terminating"
+    });
     if terminating {
         return Err(ApiError::forbidden(format!(
             "{} \"{}\" is forbidden: unable to create new content in namespace {ns} because it is being terminated",
@@ -579,10 +618,14 @@ pub async fn create(ctx: &Ctx<'_>, body: &Bytes) -> ApiResult<Resp> {
     let res = ctx.res;
     check_type(res, &mut obj)?;
     let warnings = check_fields(ctx, &mut obj)?;
-    create_checked(ctx, obj).await.map(|r| with_warnings(r, &warnings))
+    create_checked(ctx, obj, true)
+        .await
+        .map(|r| with_warnings(r, &warnings))
 }
 
-async fn create_checked(ctx: &Ctx<'_>, mut obj: Value) -> ApiResult<Resp> {
+/// Creates a checked object; `record` is false when server-side apply has
+/// already written managedFields.
+async fn create_checked(ctx: &Ctx<'_>, mut obj: Value, record: bool) -> ApiResult<Resp> {
     let res = ctx.res;
     let name = prepare_create(ctx, &mut obj)?;
     if res.namespaced {
@@ -591,8 +634,21 @@ async fn create_checked(ctx: &Ctx<'_>, mut obj: Value) -> ApiResult<Resp> {
     }
     defaults::apply_defaults(res.group, res.version, res.kind, &mut obj);
     crate::admission::mutate_create(ctx.api, res, &mut obj).await?;
-    invalid(res, &name, validation::validate(res.group, res.version, res.kind, &obj, res.namespaced))?;
-    crate::managed_fields::record(&mut obj, None, &ctx.field_manager(), "Update");
+    invalid(
+        res,
+        &name,
+        validation::validate(res.group, res.version, res.kind, &obj, res.namespaced),
+    )?;
+    if record {
+        managed_fields::record_update(
+            &mut obj,
+            None,
+            ctx.type_ref(),
+            list_kind,
+            &ctx.field_manager(),
+            None,
+        );
+    }
     if ctx.query.dry_run() {
         return Ok(value_resp(ctx, 201, &obj));
     }
@@ -645,7 +701,14 @@ fn merge_system_fields(res: &ResourceDef, part: Part, new: &mut Value, old: &Val
     }
     let old_meta = old.get("metadata").cloned().unwrap_or_else(|| json!({}));
     let m = meta_mut(new);
-    for f in ["uid", "creationTimestamp", "deletionTimestamp", "deletionGracePeriodSeconds", "namespace", "name"] {
+    for f in [
+        "uid",
+        "creationTimestamp",
+        "deletionTimestamp",
+        "deletionGracePeriodSeconds",
+        "namespace",
+        "name",
+    ] {
         match old_meta.get(f) {
             Some(v) => {
                 m.insert(f.into(), v.clone());
@@ -675,27 +738,32 @@ async fn write_update(
     mut new: Value,
     cur: &Kv,
     part: Part,
+    applied: bool,
 ) -> ApiResult<Result<Resp, ()>> {
     let res = ctx.res;
     let name = ctx.name().to_string();
     let old: Value = serde_json::from_slice(&cur.value)
         .map_err(|e| ApiError::internal(format!("stored object cannot be decoded: {e}")))?;
     check_type(res, &mut new)?;
-    if let Some(n) = meta_str(&new, "name") {
-        if n != name {
-            return Err(ApiError::bad_request(format!(
-                "the name of the object ({n}) does not match the name on the URL ({name})"
-            )));
-        }
+    if let Some(n) = meta_str(&new, "name")
+        && n != name
+    {
+        return Err(ApiError::bad_request(format!(
+            "the name of the object ({n}) does not match the name on the URL ({name})"
+        )));
     }
-    if let Some(rv) = meta_str(&new, "resourceVersion") {
-        if rv != cur.mod_rev.to_string() {
-            return Err(ApiError::stale(res, &name));
-        }
+    if let Some(rv) = meta_str(&new, "resourceVersion")
+        && rv != cur.mod_rev.to_string()
+    {
+        return Err(ApiError::stale(res, &name));
     }
     merge_system_fields(res, part, &mut new, &old);
     meta_mut(&mut new).remove("resourceVersion");
     if part == Part::Main {
+        if res.group.is_empty() && res.kind == "Service" {
+            // Allocated IPs and ports survive an update that leaves them out.
+            defaults::prepare_service_update(&mut new, &old);
+        }
         defaults::apply_defaults(res.group, res.version, res.kind, &mut new);
     }
     invalid(
@@ -703,7 +771,17 @@ async fn write_update(
         &name,
         validation::validate_update(res.group, res.version, res.kind, &new, &old, res.namespaced),
     )?;
-    crate::managed_fields::record(&mut new, Some(&old), &ctx.field_manager(), "Update");
+    if !applied {
+        let sub = (part == Part::Status).then_some("status");
+        managed_fields::record_update(
+            &mut new,
+            Some(&old),
+            ctx.type_ref(),
+            list_kind,
+            &ctx.field_manager(),
+            sub,
+        );
+    }
 
     // Finalizers gone from an object being deleted: the delete completes now.
     let deleting = new["metadata"].get("deletionTimestamp").is_some();
@@ -725,7 +803,12 @@ async fn write_update(
         return Ok(Ok(value_resp(ctx, 200, &new)));
     }
     let bytes = serde_json::to_vec(&new).map_err(|e| ApiError::internal(e.to_string()))?;
-    match ctx.api.store.update(&ctx.key(&name)?, bytes, cur.mod_rev).await? {
+    match ctx
+        .api
+        .store
+        .update(&ctx.key(&name)?, bytes, cur.mod_rev)
+        .await?
+    {
         Cas::Done(rev) => {
             meta_mut(&mut new).insert("resourceVersion".into(), json!(rev.to_string()));
             Ok(Ok(value_resp(ctx, 200, &new)))
@@ -740,7 +823,7 @@ pub async fn update(ctx: &Ctx<'_>, body: &Bytes, part: Part) -> ApiResult<Resp> 
     check_type(ctx.res, &mut new)?;
     let warnings = check_fields(ctx, &mut new)?;
     let cur = load(ctx, ctx.name()).await?;
-    match write_update(ctx, new, &cur, part).await? {
+    match write_update(ctx, new, &cur, part, false).await? {
         Ok(r) => Ok(with_warnings(r, &warnings)),
         Err(()) => Err(ApiError::stale(ctx.res, ctx.name())),
     }
@@ -763,13 +846,19 @@ pub async fn patch(ctx: &Ctx<'_>, body: &Bytes, part: Part) -> ApiResult<Resp> {
         )
     })?;
     let patch_doc: Value = if kind == PatchType::Apply {
-        serde_yaml::from_slice(body).map_err(|e| ApiError::bad_request(format!("error decoding YAML: {e}")))?
+        serde_yaml::from_slice(body)
+            .map_err(|e| ApiError::bad_request(format!("error decoding YAML: {e}")))?
     } else {
-        serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("error decoding patch: {e}")))?
+        serde_json::from_slice(body)
+            .map_err(|e| ApiError::bad_request(format!("error decoding patch: {e}")))?
     };
     let lookup = StrategyLookup::for_kind(ctx.res.group, ctx.res.kind);
     if kind == PatchType::StrategicMerge && !lookup.is_known() {
-        return Err(ApiError::new(415, "UnsupportedMediaType", "strategic merge patch is not supported for this resource"));
+        return Err(ApiError::new(
+            415,
+            "UnsupportedMediaType",
+            "strategic merge patch is not supported for this resource",
+        ));
     }
     // Without a resourceVersion in the patch, a concurrent write just means
     // re-applying the patch to the newer object.
@@ -787,14 +876,16 @@ pub async fn patch(ctx: &Ctx<'_>, body: &Bytes, part: Part) -> ApiResult<Resp> {
         let patched = match kind {
             PatchType::Json => patch::apply_json_patch(&current, &patch_doc),
             PatchType::Merge => Ok(patch::apply_merge_patch(&current, &patch_doc)),
-            PatchType::StrategicMerge => patch::apply_strategic_merge_patch(&current, &patch_doc, &lookup),
-            PatchType::Apply => crate::managed_fields::apply(&current, &patch_doc, &lookup, ctx.query.flag("force"), &ctx.field_manager()),
+            PatchType::StrategicMerge => {
+                patch::apply_strategic_merge_patch(&current, &patch_doc, &lookup)
+            }
+            PatchType::Apply => server_side_apply(ctx, Some(&current), &patch_doc, &lookup),
         }
         .map_err(|e| patch_error(ctx, e))?;
         let mut patched = patched;
         check_type(ctx.res, &mut patched)?;
         let warnings = check_fields(ctx, &mut patched)?;
-        match write_update(ctx, patched, &cur, part).await? {
+        match write_update(ctx, patched, &cur, part, kind == PatchType::Apply).await? {
             Ok(r) => return Ok(with_warnings(r, &warnings)),
             Err(()) if meta_str(&patch_doc, "resourceVersion").is_some() => {
                 return Err(ApiError::stale(ctx.res, ctx.name()));
@@ -807,25 +898,69 @@ pub async fn patch(ctx: &Ctx<'_>, body: &Bytes, part: Part) -> ApiResult<Resp> {
 
 fn patch_error(ctx: &Ctx<'_>, e: patch::PatchError) -> ApiError {
     match e {
-        patch::PatchError::Conflict(m) => ApiError::conflict(ctx.res, ctx.name(), &m),
+        patch::PatchError::Conflict(m) => match serde_json::from_str::<Value>(&m) {
+            // Apply conflicts carry their causes, as upstream reports them.
+            Ok(v) if v.get("causes").is_some() => {
+                let mut err = ApiError::new(
+                    409,
+                    "Conflict",
+                    v["message"].as_str().unwrap_or("conflict").to_string(),
+                );
+                err.details = Some(
+                    json!({"name": ctx.name(), "kind": ctx.res.plural, "group": ctx.res.group, "causes": v["causes"]}),
+                );
+                err
+            }
+            _ => ApiError::conflict(ctx.res, ctx.name(), &m),
+        },
         patch::PatchError::Unprocessable(m) => ApiError::new(422, "Invalid", m),
         other => ApiError::bad_request(other.to_string()),
     }
 }
 
-async fn create_from_apply(ctx: &Ctx<'_>, doc: Value) -> ApiResult<Resp> {
-    let bytes = serde_json::to_vec(&doc).map_err(|e| ApiError::internal(e.to_string()))?;
-    let mut headers = ctx.headers.clone();
-    headers.insert(header::CONTENT_TYPE, header::HeaderValue::from_static("application/json"));
-    let sub = Ctx {
-        api: ctx.api,
-        user: ctx.user,
-        res: ctx.res,
-        info: ctx.info.clone(),
-        query: ctx.query.clone(),
-        headers: &headers,
+/// Server-side apply onto `current` (None: the object is created).
+fn server_side_apply(
+    ctx: &Ctx<'_>,
+    current: Option<&Value>,
+    doc: &Value,
+    lookup: &StrategyLookup,
+) -> Result<Value, patch::PatchError> {
+    if doc.get("kind").is_none() || doc.get("apiVersion").is_none() {
+        return Err(patch::PatchError::Invalid(
+            "apply patches must set apiVersion and kind".into(),
+        ));
+    }
+    let mut applied = doc.clone();
+    if let Some(m) = applied.get_mut("metadata").and_then(Value::as_object_mut) {
+        m.remove("managedFields");
+    }
+    let known = lookup.is_known();
+    let merge = |a: &Value, b: &Value| {
+        if known {
+            patch::apply_strategic_merge_patch(a, b, lookup).map_err(|e| e.to_string())
+        } else {
+            Ok(patch::apply_merge_patch(a, b))
+        }
     };
-    create(&sub, &Bytes::from(bytes)).await
+    let force = ctx.query.flag("force");
+    match managed_fields::apply(current, &applied, ctx.type_ref(), list_kind, &ctx.field_manager(), force, merge) {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(c)) => Err(patch::PatchError::Conflict(serde_json::to_string(&json!({
+            "message": c.message,
+            "causes": c.causes.iter().map(|(m, f)| json!({"reason": "FieldManagerConflict", "message": m, "field": f})).collect::<Vec<_>>(),
+        })).unwrap_or_default())),
+        Err(e) => Err(patch::PatchError::Invalid(e)),
+    }
+}
+
+async fn create_from_apply(ctx: &Ctx<'_>, doc: Value) -> ApiResult<Resp> {
+    let lookup = StrategyLookup::for_kind(ctx.res.group, ctx.res.kind);
+    let mut obj = server_side_apply(ctx, None, &doc, &lookup).map_err(|e| patch_error(ctx, e))?;
+    check_type(ctx.res, &mut obj)?;
+    let warnings = check_fields(ctx, &mut obj)?;
+    create_checked(ctx, obj, false)
+        .await
+        .map(|r| with_warnings(r, &warnings))
 }
 
 #[derive(Default, serde::Deserialize)]
@@ -849,9 +984,14 @@ fn delete_options(ctx: &Ctx<'_>, body: &Bytes) -> ApiResult<DeleteOptions> {
     let mut o: DeleteOptions = if body.iter().all(u8::is_ascii_whitespace) {
         DeleteOptions::default()
     } else {
-        serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("invalid DeleteOptions: {e}")))?
+        serde_json::from_slice(body)
+            .map_err(|e| ApiError::bad_request(format!("invalid DeleteOptions: {e}")))?
     };
-    if let Some(g) = ctx.query.int("gracePeriodSeconds").map_err(ApiError::bad_request)? {
+    if let Some(g) = ctx
+        .query
+        .int("gracePeriodSeconds")
+        .map_err(ApiError::bad_request)?
+    {
         o.grace_period_seconds = Some(g);
     }
     if let Some(p) = ctx.query.get("propagationPolicy") {
@@ -860,12 +1000,12 @@ fn delete_options(ctx: &Ctx<'_>, body: &Bytes) -> ApiResult<DeleteOptions> {
     if ctx.query.dry_run() {
         o.dry_run = Some(vec!["All".into()]);
     }
-    if let Some(p) = &o.propagation_policy {
-        if !matches!(p.as_str(), "Orphan" | "Background" | "Foreground") {
-            return Err(ApiError::bad_request(format!(
-                "propagationPolicy: Unsupported value: \"{p}\": supported values: \"Foreground\", \"Background\", \"Orphan\""
-            )));
-        }
+    if let Some(p) = &o.propagation_policy
+        && !matches!(p.as_str(), "Orphan" | "Background" | "Foreground")
+    {
+        return Err(ApiError::bad_request(format!(
+            "propagationPolicy: Unsupported value: \"{p}\": supported values: \"Foreground\", \"Background\", \"Orphan\""
+        )));
     }
     Ok(o)
 }
@@ -891,19 +1031,39 @@ async fn delete_one(ctx: &Ctx<'_>, opts: &DeleteOptions, cur: &Kv) -> ApiResult<
         .ok_or_else(|| ApiError::internal("stored object cannot be decoded"))?;
     let name = meta_str(&obj, "name").unwrap_or("").to_string();
     if let Some(p) = &opts.preconditions {
-        if let Some(uid) = &p.uid {
-            if meta_str(&obj, "uid") != Some(uid.as_str()) {
-                return Err(ApiError::conflict(res, &name, &format!("Precondition failed: UID in precondition: {uid}, UID in object meta: {}", meta_str(&obj, "uid").unwrap_or(""))));
-            }
+        if let Some(uid) = &p.uid
+            && meta_str(&obj, "uid") != Some(uid.as_str())
+        {
+            return Err(ApiError::conflict(
+                res,
+                &name,
+                &format!(
+                    "Precondition failed: UID in precondition: {uid}, UID in object meta: {}",
+                    meta_str(&obj, "uid").unwrap_or("")
+                ),
+            ));
         }
-        if let Some(rv) = &p.resource_version {
-            if *rv != cur.mod_rev.to_string() {
-                return Err(ApiError::conflict(res, &name, &format!("Precondition failed: ResourceVersion in precondition: {rv}, ResourceVersion in object meta: {}", cur.mod_rev)));
-            }
+        if let Some(rv) = &p.resource_version
+            && *rv != cur.mod_rev.to_string()
+        {
+            return Err(ApiError::conflict(
+                res,
+                &name,
+                &format!(
+                    "Precondition failed: ResourceVersion in precondition: {rv}, ResourceVersion in object meta: {}",
+                    cur.mod_rev
+                ),
+            ));
         }
     }
-    let dry = opts.dry_run.as_ref().is_some_and(|d| d.iter().any(|x| x == "All"));
-    let mut finalizers: Vec<Value> = obj["metadata"]["finalizers"].as_array().cloned().unwrap_or_default();
+    let dry = opts
+        .dry_run
+        .as_ref()
+        .is_some_and(|d| d.iter().any(|x| x == "All"));
+    let mut finalizers: Vec<Value> = obj["metadata"]["finalizers"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
     let policy = opts.propagation_policy.clone().or_else(|| {
         opts.orphan_dependents
             .and_then(|o| o.then(|| "Orphan".to_string()))
@@ -921,8 +1081,13 @@ async fn delete_one(ctx: &Ctx<'_>, opts: &DeleteOptions, cur: &Kv) -> ApiResult<
             .or_else(|| obj["spec"]["terminationGracePeriodSeconds"].as_i64())
             .unwrap_or(30);
         // Pods never scheduled or already finished have nothing to stop.
-        let bound = obj["spec"]["nodeName"].as_str().is_some_and(|n| !n.is_empty());
-        let done = matches!(obj["status"]["phase"].as_str(), Some("Succeeded" | "Failed"));
+        let bound = obj["spec"]["nodeName"]
+            .as_str()
+            .is_some_and(|n| !n.is_empty());
+        let done = matches!(
+            obj["status"]["phase"].as_str(),
+            Some("Succeeded" | "Failed")
+        );
         if bound && !done { g.max(0) } else { 0 }
     } else {
         0
@@ -980,7 +1145,9 @@ async fn delete_collection(ctx: &Ctx<'_>, body: &Bytes) -> ApiResult<Resp> {
     let (items, _) = ctx.api.cache.list(&filter.namespace_prefix);
     let mut deleted = Vec::new();
     for e in items.into_iter().filter(|e| filter.matches(e)) {
-        let Some(kv) = ctx.api.store.get(&e.key).await? else { continue };
+        let Some(kv) = ctx.api.store.get(&e.key).await? else {
+            continue;
+        };
         let sub = Ctx {
             api: ctx.api,
             user: ctx.user,

@@ -15,8 +15,8 @@ use std::sync::OnceLock;
 
 use k8s_openapi::api;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1 as meta;
-use schemars::generate::{SchemaGenerator, SchemaSettings};
 use schemars::JsonSchema;
+use schemars::generate::{SchemaGenerator, SchemaSettings};
 use serde_json::{Map, Value};
 
 type AddFn = fn(&mut SchemaGenerator) -> String;
@@ -34,61 +34,246 @@ static KINDS: &[(&str, &str, &str, AddFn)] = &[
     ("", "v1", "Endpoints", add::<api::core::v1::Endpoints>),
     ("", "v1", "ConfigMap", add::<api::core::v1::ConfigMap>),
     ("", "v1", "Secret", add::<api::core::v1::Secret>),
-    ("", "v1", "ServiceAccount", add::<api::core::v1::ServiceAccount>),
+    (
+        "",
+        "v1",
+        "ServiceAccount",
+        add::<api::core::v1::ServiceAccount>,
+    ),
     ("", "v1", "Node", add::<api::core::v1::Node>),
     ("", "v1", "Event", add::<api::core::v1::Event>),
-    ("", "v1", "PersistentVolume", add::<api::core::v1::PersistentVolume>),
-    ("", "v1", "PersistentVolumeClaim", add::<api::core::v1::PersistentVolumeClaim>),
-    ("", "v1", "ResourceQuota", add::<api::core::v1::ResourceQuota>),
+    (
+        "",
+        "v1",
+        "PersistentVolume",
+        add::<api::core::v1::PersistentVolume>,
+    ),
+    (
+        "",
+        "v1",
+        "PersistentVolumeClaim",
+        add::<api::core::v1::PersistentVolumeClaim>,
+    ),
+    (
+        "",
+        "v1",
+        "ResourceQuota",
+        add::<api::core::v1::ResourceQuota>,
+    ),
     ("", "v1", "LimitRange", add::<api::core::v1::LimitRange>),
-    ("", "v1", "ReplicationController", add::<api::core::v1::ReplicationController>),
+    (
+        "",
+        "v1",
+        "ReplicationController",
+        add::<api::core::v1::ReplicationController>,
+    ),
     ("", "v1", "PodTemplate", add::<api::core::v1::PodTemplate>),
     ("", "v1", "Binding", add::<api::core::v1::Binding>),
     ("apps", "v1", "Deployment", add::<api::apps::v1::Deployment>),
     ("apps", "v1", "ReplicaSet", add::<api::apps::v1::ReplicaSet>),
-    ("apps", "v1", "StatefulSet", add::<api::apps::v1::StatefulSet>),
+    (
+        "apps",
+        "v1",
+        "StatefulSet",
+        add::<api::apps::v1::StatefulSet>,
+    ),
     ("apps", "v1", "DaemonSet", add::<api::apps::v1::DaemonSet>),
-    ("apps", "v1", "ControllerRevision", add::<api::apps::v1::ControllerRevision>),
-    ("autoscaling", "v1", "Scale", add::<api::autoscaling::v1::Scale>),
+    (
+        "apps",
+        "v1",
+        "ControllerRevision",
+        add::<api::apps::v1::ControllerRevision>,
+    ),
+    (
+        "autoscaling",
+        "v1",
+        "Scale",
+        add::<api::autoscaling::v1::Scale>,
+    ),
     ("batch", "v1", "Job", add::<api::batch::v1::Job>),
     ("batch", "v1", "CronJob", add::<api::batch::v1::CronJob>),
-    ("authentication.k8s.io", "v1", "TokenReview", add::<api::authentication::v1::TokenReview>),
-    ("authentication.k8s.io", "v1", "TokenRequest", add::<api::authentication::v1::TokenRequest>),
-    ("authentication.k8s.io", "v1", "SelfSubjectReview", add::<api::authentication::v1::SelfSubjectReview>),
-    ("authorization.k8s.io", "v1", "SubjectAccessReview", add::<api::authorization::v1::SubjectAccessReview>),
-    ("authorization.k8s.io", "v1", "SelfSubjectAccessReview", add::<api::authorization::v1::SelfSubjectAccessReview>),
-    ("authorization.k8s.io", "v1", "SelfSubjectRulesReview", add::<api::authorization::v1::SelfSubjectRulesReview>),
-    ("authorization.k8s.io", "v1", "LocalSubjectAccessReview", add::<api::authorization::v1::LocalSubjectAccessReview>),
-    ("coordination.k8s.io", "v1", "Lease", add::<api::coordination::v1::Lease>),
-    ("discovery.k8s.io", "v1", "EndpointSlice", add::<api::discovery::v1::EndpointSlice>),
-    ("events.k8s.io", "v1", "Event", add::<api::events::v1::Event>),
-    ("rbac.authorization.k8s.io", "v1", "ClusterRole", add::<api::rbac::v1::ClusterRole>),
-    ("rbac.authorization.k8s.io", "v1", "ClusterRoleBinding", add::<api::rbac::v1::ClusterRoleBinding>),
-    ("rbac.authorization.k8s.io", "v1", "Role", add::<api::rbac::v1::Role>),
-    ("rbac.authorization.k8s.io", "v1", "RoleBinding", add::<api::rbac::v1::RoleBinding>),
-    ("networking.k8s.io", "v1", "Ingress", add::<api::networking::v1::Ingress>),
-    ("networking.k8s.io", "v1", "IngressClass", add::<api::networking::v1::IngressClass>),
-    ("networking.k8s.io", "v1", "NetworkPolicy", add::<api::networking::v1::NetworkPolicy>),
-    ("storage.k8s.io", "v1", "StorageClass", add::<api::storage::v1::StorageClass>),
-    ("storage.k8s.io", "v1", "CSIDriver", add::<api::storage::v1::CSIDriver>),
-    ("storage.k8s.io", "v1", "CSINode", add::<api::storage::v1::CSINode>),
-    ("storage.k8s.io", "v1", "VolumeAttachment", add::<api::storage::v1::VolumeAttachment>),
-    ("policy", "v1", "PodDisruptionBudget", add::<api::policy::v1::PodDisruptionBudget>),
+    (
+        "authentication.k8s.io",
+        "v1",
+        "TokenReview",
+        add::<api::authentication::v1::TokenReview>,
+    ),
+    (
+        "authentication.k8s.io",
+        "v1",
+        "TokenRequest",
+        add::<api::authentication::v1::TokenRequest>,
+    ),
+    (
+        "authentication.k8s.io",
+        "v1",
+        "SelfSubjectReview",
+        add::<api::authentication::v1::SelfSubjectReview>,
+    ),
+    (
+        "authorization.k8s.io",
+        "v1",
+        "SubjectAccessReview",
+        add::<api::authorization::v1::SubjectAccessReview>,
+    ),
+    (
+        "authorization.k8s.io",
+        "v1",
+        "SelfSubjectAccessReview",
+        add::<api::authorization::v1::SelfSubjectAccessReview>,
+    ),
+    (
+        "authorization.k8s.io",
+        "v1",
+        "SelfSubjectRulesReview",
+        add::<api::authorization::v1::SelfSubjectRulesReview>,
+    ),
+    (
+        "authorization.k8s.io",
+        "v1",
+        "LocalSubjectAccessReview",
+        add::<api::authorization::v1::LocalSubjectAccessReview>,
+    ),
+    (
+        "coordination.k8s.io",
+        "v1",
+        "Lease",
+        add::<api::coordination::v1::Lease>,
+    ),
+    (
+        "discovery.k8s.io",
+        "v1",
+        "EndpointSlice",
+        add::<api::discovery::v1::EndpointSlice>,
+    ),
+    (
+        "events.k8s.io",
+        "v1",
+        "Event",
+        add::<api::events::v1::Event>,
+    ),
+    (
+        "rbac.authorization.k8s.io",
+        "v1",
+        "ClusterRole",
+        add::<api::rbac::v1::ClusterRole>,
+    ),
+    (
+        "rbac.authorization.k8s.io",
+        "v1",
+        "ClusterRoleBinding",
+        add::<api::rbac::v1::ClusterRoleBinding>,
+    ),
+    (
+        "rbac.authorization.k8s.io",
+        "v1",
+        "Role",
+        add::<api::rbac::v1::Role>,
+    ),
+    (
+        "rbac.authorization.k8s.io",
+        "v1",
+        "RoleBinding",
+        add::<api::rbac::v1::RoleBinding>,
+    ),
+    (
+        "networking.k8s.io",
+        "v1",
+        "Ingress",
+        add::<api::networking::v1::Ingress>,
+    ),
+    (
+        "networking.k8s.io",
+        "v1",
+        "IngressClass",
+        add::<api::networking::v1::IngressClass>,
+    ),
+    (
+        "networking.k8s.io",
+        "v1",
+        "NetworkPolicy",
+        add::<api::networking::v1::NetworkPolicy>,
+    ),
+    (
+        "storage.k8s.io",
+        "v1",
+        "StorageClass",
+        add::<api::storage::v1::StorageClass>,
+    ),
+    (
+        "storage.k8s.io",
+        "v1",
+        "CSIDriver",
+        add::<api::storage::v1::CSIDriver>,
+    ),
+    (
+        "storage.k8s.io",
+        "v1",
+        "CSINode",
+        add::<api::storage::v1::CSINode>,
+    ),
+    (
+        "storage.k8s.io",
+        "v1",
+        "VolumeAttachment",
+        add::<api::storage::v1::VolumeAttachment>,
+    ),
+    (
+        "policy",
+        "v1",
+        "PodDisruptionBudget",
+        add::<api::policy::v1::PodDisruptionBudget>,
+    ),
     ("policy", "v1", "Eviction", add::<api::policy::v1::Eviction>),
-    ("scheduling.k8s.io", "v1", "PriorityClass", add::<api::scheduling::v1::PriorityClass>),
-    ("node.k8s.io", "v1", "RuntimeClass", add::<api::node::v1::RuntimeClass>),
-    ("certificates.k8s.io", "v1", "CertificateSigningRequest", add::<api::certificates::v1::CertificateSigningRequest>),
-    ("admissionregistration.k8s.io", "v1", "MutatingWebhookConfiguration", add::<api::admissionregistration::v1::MutatingWebhookConfiguration>),
-    ("admissionregistration.k8s.io", "v1", "ValidatingWebhookConfiguration", add::<api::admissionregistration::v1::ValidatingWebhookConfiguration>),
-    ("admissionregistration.k8s.io", "v1", "ValidatingAdmissionPolicy", add::<api::admissionregistration::v1::ValidatingAdmissionPolicy>),
-    ("admissionregistration.k8s.io", "v1", "ValidatingAdmissionPolicyBinding", add::<api::admissionregistration::v1::ValidatingAdmissionPolicyBinding>),
+    (
+        "scheduling.k8s.io",
+        "v1",
+        "PriorityClass",
+        add::<api::scheduling::v1::PriorityClass>,
+    ),
+    (
+        "node.k8s.io",
+        "v1",
+        "RuntimeClass",
+        add::<api::node::v1::RuntimeClass>,
+    ),
+    (
+        "certificates.k8s.io",
+        "v1",
+        "CertificateSigningRequest",
+        add::<api::certificates::v1::CertificateSigningRequest>,
+    ),
+    (
+        "admissionregistration.k8s.io",
+        "v1",
+        "MutatingWebhookConfiguration",
+        add::<api::admissionregistration::v1::MutatingWebhookConfiguration>,
+    ),
+    (
+        "admissionregistration.k8s.io",
+        "v1",
+        "ValidatingWebhookConfiguration",
+        add::<api::admissionregistration::v1::ValidatingWebhookConfiguration>,
+    ),
+    (
+        "admissionregistration.k8s.io",
+        "v1",
+        "ValidatingAdmissionPolicy",
+        add::<api::admissionregistration::v1::ValidatingAdmissionPolicy>,
+    ),
+    (
+        "admissionregistration.k8s.io",
+        "v1",
+        "ValidatingAdmissionPolicyBinding",
+        add::<api::admissionregistration::v1::ValidatingAdmissionPolicyBinding>,
+    ),
 ];
 
 /// Types every document refers to (errors, delete options, watch events, patches).
 static META: &[AddFn] = &[
     add::<meta::Status>,
     add::<meta::DeleteOptions>,
-    add::<meta::WatchEvent>,
+    add::<meta::WatchEvent<api::core::v1::Pod>>,
     add::<meta::Patch>,
     add::<meta::APIResourceList>,
 ];
@@ -105,11 +290,11 @@ impl Definitions {
     /// it needs it (the documents are built once and serialized).
     pub fn generate() -> Self {
         let mut g = SchemaSettings::openapi3().into_generator();
-        let kinds = KINDS
+        let kinds: Vec<(&'static str, &'static str, &'static str, String)> = KINDS
             .iter()
             .map(|(gr, v, k, f)| (*gr, *v, *k, f(&mut g)))
             .collect();
-        let meta = META.iter().map(|f| f(&mut g)).collect();
+        let meta: Vec<String> = META.iter().map(|f| f(&mut g)).collect();
         let mut defs = g.take_definitions(true);
         // Mark each kind's schema with its GVK, as upstream's documents do:
         // `kubectl explain` and kubectl's field-validation probe look for it.
@@ -119,11 +304,15 @@ impl Definitions {
                 match d.get_mut("x-kubernetes-group-version-kind") {
                     Some(Value::Array(a)) => a.push(entry),
                     _ => {
-                        d.insert("x-kubernetes-group-version-kind".into(), Value::Array(vec![entry]));
+                        d.insert(
+                            "x-kubernetes-group-version-kind".into(),
+                            Value::Array(vec![entry]),
+                        );
                     }
                 }
             }
         }
+        annotate_patch_strategies(&mut defs);
         Self { defs, kinds, meta }
     }
 
@@ -132,6 +321,45 @@ impl Definitions {
             .iter()
             .find(|(g, v, k, _)| *g == group && *v == version && *k == kind)
             .map(|(_, _, _, n)| n.as_str())
+    }
+}
+
+/// Adds upstream's `x-kubernetes-patch-strategy` / `-merge-key` and list-type
+/// extensions, which the k8s-openapi schemas leave out: kubectl's client-side
+/// apply computes its strategic merge patches from them.
+fn annotate_patch_strategies(defs: &mut Map<String, Value>) {
+    use k3rs_apimachinery::patch::{PatchStrategy, field_strategy, patch_strategy_tag};
+    for (name, def) in defs.iter_mut() {
+        let owner = name.rsplit('.').next().unwrap_or(name).to_string();
+        let Some(props) = def.get_mut("properties").and_then(Value::as_object_mut) else {
+            continue;
+        };
+        for (field, schema) in props.iter_mut() {
+            let Some(o) = schema.as_object_mut() else {
+                continue;
+            };
+            // `retainKeys` on plain fields (Deployment `strategy`) matters too.
+            if let Some(tag) = patch_strategy_tag(&owner, field) {
+                o.insert("x-kubernetes-patch-strategy".into(), tag.into());
+            }
+            let Some(s) = field_strategy(&owner, field) else {
+                continue;
+            };
+            if s.strategy != PatchStrategy::Merge {
+                o.insert("x-kubernetes-list-type".into(), "atomic".into());
+                continue;
+            }
+            match s.merge_key {
+                Some(k) => {
+                    o.insert("x-kubernetes-patch-merge-key".into(), k.into());
+                    o.insert("x-kubernetes-list-type".into(), "map".into());
+                    o.insert("x-kubernetes-list-map-keys".into(), serde_json::json!([k]));
+                }
+                None => {
+                    o.insert("x-kubernetes-list-type".into(), "set".into());
+                }
+            }
+        }
     }
 }
 
@@ -147,6 +375,58 @@ pub fn ref_name(s: &Value) -> Option<&str> {
 }
 
 // ---- the compact checker -------------------------------------------------
+
+/// A position in a kind's schema, for code that walks objects by type
+/// (server-side apply's field sets).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TypeRef(usize);
+
+/// What a schema position holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Shape {
+    /// A struct, with its type name (`PodSpec`).
+    Struct(&'static str),
+    Map,
+    List,
+    Scalar,
+    /// Anything (no schema, or free-form JSON).
+    Any,
+}
+
+impl TypeRef {
+    pub fn root(group: &str, version: &str, kind: &str) -> Option<TypeRef> {
+        graph()
+            .kinds
+            .get(&(group.to_string(), version.to_string(), kind.to_string()))
+            .map(|i| TypeRef(*i))
+    }
+
+    pub fn shape(self) -> Shape {
+        match graph().nodes.get(self.0) {
+            Some(Node::Obj(name, _)) => Shape::Struct(name),
+            Some(Node::Map(_)) => Shape::Map,
+            Some(Node::Arr(_)) => Shape::List,
+            Some(Node::Any) | None => Shape::Any,
+            Some(_) => Shape::Scalar,
+        }
+    }
+
+    /// A struct's field.
+    pub fn field(self, name: &str) -> Option<TypeRef> {
+        match graph().nodes.get(self.0) {
+            Some(Node::Obj(_, fields)) => fields.get(name).map(|i| TypeRef(*i)),
+            _ => None,
+        }
+    }
+
+    /// A list's items or a map's values.
+    pub fn elem(self) -> Option<TypeRef> {
+        match graph().nodes.get(self.0) {
+            Some(Node::Arr(i)) | Some(Node::Map(i)) => Some(TypeRef(*i)),
+            _ => None,
+        }
+    }
+}
 
 #[derive(Debug)]
 enum Node {
@@ -228,16 +508,21 @@ impl Builder<'_> {
         if s.get("x-kubernetes-int-or-string").and_then(Value::as_bool) == Some(true) {
             return Node::IntOrStr;
         }
-        if s.get("x-kubernetes-preserve-unknown-fields").and_then(Value::as_bool) == Some(true) {
+        if s.get("x-kubernetes-preserve-unknown-fields")
+            .and_then(Value::as_bool)
+            == Some(true)
+        {
             return Node::Any;
         }
         match s.get("type").and_then(Value::as_str) {
             Some("string") => Node::Str,
-            Some("integer") => Node::Int(if s.get("format").and_then(Value::as_str) == Some("int32") {
-                "int32"
-            } else {
-                "int64"
-            }),
+            Some("integer") => Node::Int(
+                if s.get("format").and_then(Value::as_str) == Some("int32") {
+                    "int32"
+                } else {
+                    "int64"
+                },
+            ),
             Some("number") => Node::Num,
             Some("boolean") => Node::Bool,
             Some("array") => match s.get("items") {
@@ -312,12 +597,21 @@ fn join(path: &str, k: &str) -> String {
     }
 }
 
-fn walk(g: &Graph, idx: usize, v: &mut Value, path: &str, parent: &str, prune: bool, r: &mut Report) {
+fn walk(
+    g: &Graph,
+    idx: usize,
+    v: &mut Value,
+    path: &str,
+    parent: &str,
+    prune: bool,
+    r: &mut Report,
+) {
     // JSON null decodes to the zero value of any Go type.
     if v.is_null() {
         return;
     }
     let Some(node) = g.nodes.get(idx) else { return };
+    let got = json_type(v);
     let mismatch = |want: &str, r: &mut Report| {
         if r.type_error.is_none() {
             let field = if parent.is_empty() {
@@ -325,7 +619,7 @@ fn walk(g: &Graph, idx: usize, v: &mut Value, path: &str, parent: &str, prune: b
             } else {
                 format!("into Go struct field {parent}.{path} of type {want}")
             };
-            r.type_error = Some(format!("json: cannot unmarshal {} {field}", json_type(v)));
+            r.type_error = Some(format!("json: cannot unmarshal {got} {field}"));
         }
     };
     match node {
@@ -409,11 +703,21 @@ mod tests {
                         "resources": {"limits": {"cpu": "1", "memory": 1024}}}]}}}
         });
         let r = check("apps", "v1", "Deployment", &mut d, true);
-        assert_eq!(r.unknown, vec!["metadata.bogus", "spec.template.spec.containers[0].foo"]);
+        assert_eq!(
+            r.unknown,
+            vec!["metadata.bogus", "spec.template.spec.containers[0].foo"]
+        );
         assert!(r.type_error.is_none(), "{:?}", r.type_error);
         assert!(d["metadata"].get("bogus").is_none());
-        assert!(d["spec"]["template"]["spec"]["containers"][0].get("foo").is_none());
-        assert_eq!(d["spec"]["template"]["spec"]["containers"][0]["image"], "busybox");
+        assert!(
+            d["spec"]["template"]["spec"]["containers"][0]
+                .get("foo")
+                .is_none()
+        );
+        assert_eq!(
+            d["spec"]["template"]["spec"]["containers"][0]["image"],
+            "busybox"
+        );
     }
 
     #[test]
@@ -422,7 +726,9 @@ mod tests {
         let r = check("apps", "v1", "Deployment", &mut d, false);
         assert_eq!(
             r.type_error.as_deref(),
-            Some("json: cannot unmarshal string into Go struct field DeploymentSpec.spec.replicas of type int32")
+            Some(
+                "json: cannot unmarshal string into Go struct field DeploymentSpec.spec.replicas of type int32"
+            )
         );
         let mut cm = json!({"data": {"a": 1}});
         let r = check("", "v1", "ConfigMap", &mut cm, false);
@@ -433,7 +739,10 @@ mod tests {
     fn every_kind_has_a_schema() {
         let d = Definitions::generate();
         for (g, v, k, name) in &d.kinds {
-            let def = d.defs.get(name).unwrap_or_else(|| panic!("{g}/{v} {k}: no {name}"));
+            let def = d
+                .defs
+                .get(name)
+                .unwrap_or_else(|| panic!("{g}/{v} {k}: no {name}"));
             assert!(def.get("properties").is_some(), "{name}");
             assert!(knows(g, v, k));
         }

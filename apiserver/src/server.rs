@@ -72,13 +72,19 @@ pub async fn serve(listener: TcpListener, tls: Arc<rustls::ServerConfig>, api: A
 
 /// Paths anyone may read.
 fn anonymous_ok(path: &str) -> bool {
-    matches!(path, "/healthz" | "/livez" | "/readyz" | "/version" | "/version/")
-        || path.starts_with("/healthz/")
+    matches!(
+        path,
+        "/healthz" | "/livez" | "/readyz" | "/version" | "/version/"
+    ) || path.starts_with("/healthz/")
         || path.starts_with("/livez/")
         || path.starts_with("/readyz/")
 }
 
-fn authenticate(api: &Api, cert_user: Option<UserInfo>, req: &Request<Incoming>) -> Option<UserInfo> {
+fn authenticate(
+    api: &Api,
+    cert_user: Option<UserInfo>,
+    req: &Request<Incoming>,
+) -> Option<UserInfo> {
     if let Some(token) = req
         .headers()
         .get(header::AUTHORIZATION)
@@ -90,13 +96,22 @@ fn authenticate(api: &Api, cert_user: Option<UserInfo>, req: &Request<Incoming>)
     cert_user
 }
 
-async fn handle(api: Arc<Api>, cert_user: Option<UserInfo>, peer: SocketAddr, req: Request<Incoming>) -> Resp {
+async fn handle(
+    api: Arc<Api>,
+    cert_user: Option<UserInfo>,
+    peer: SocketAddr,
+    req: Request<Incoming>,
+) -> Resp {
     let started = Instant::now();
     let method = req.method().clone();
     let path = req.uri().path().to_string();
     let user = authenticate(&api, cert_user, &req);
     let (resp, verb, resource) = match user {
-        None if !anonymous_ok(&path) => (h::error(&ApiError::unauthorized()), "unknown", String::new()),
+        None if !anonymous_ok(&path) => (
+            h::error(&ApiError::unauthorized()),
+            "unknown",
+            String::new(),
+        ),
         user => {
             let user = user.unwrap_or_else(|| UserInfo {
                 name: "system:anonymous".into(),
@@ -139,7 +154,11 @@ fn verb_of(method: &Method, named: bool, watch: bool) -> &'static str {
     }
 }
 
-async fn route(api: &Arc<Api>, user: &UserInfo, req: Request<Incoming>) -> (Resp, &'static str, String) {
+async fn route(
+    api: &Arc<Api>,
+    user: &UserInfo,
+    req: Request<Incoming>,
+) -> (Resp, &'static str, String) {
     let (parts, body) = req.into_parts();
     let path = parts.uri.path().to_string();
     let query = Query::parse(parts.uri.query());
@@ -149,24 +168,42 @@ async fn route(api: &Arc<Api>, user: &UserInfo, req: Request<Incoming>) -> (Resp
         .and_then(|v| v.to_str().ok())
         .unwrap_or("")
         .to_string();
-    if parts.method == Method::GET {
-        if let Some(r) = non_resource(api, &path, &accept) {
-            return (r, "GET", String::new());
-        }
+    if parts.method == Method::GET
+        && let Some(r) = non_resource(api, &path, &accept)
+    {
+        return (r, "GET", String::new());
     }
     let Some(info) = parse_path(&path) else {
-        return (h::error(&ApiError::not_found_path()), "OTHER", String::new());
+        return (
+            h::error(&ApiError::not_found_path()),
+            "OTHER",
+            String::new(),
+        );
     };
     let Some(res) = resources::find(&info.group, &info.version, &info.resource) else {
-        return (h::error(&ApiError::not_found_path()), "OTHER", String::new());
+        return (
+            h::error(&ApiError::not_found_path()),
+            "OTHER",
+            String::new(),
+        );
     };
-    if accept.contains("application/vnd.kubernetes.protobuf") && !accept.contains("json") && !accept.contains("*/*") {
-        return (h::error(&ApiError::not_acceptable()), "OTHER", res.plural.to_string());
+    if accept.contains("application/vnd.kubernetes.protobuf")
+        && !accept.contains("json")
+        && !accept.contains("*/*")
+    {
+        return (
+            h::error(&ApiError::not_acceptable()),
+            "OTHER",
+            res.plural.to_string(),
+        );
     }
     let body = match Limited::new(body, MAX_BODY + 1).collect().await {
         Ok(b) => b.to_bytes(),
         Err(e) => {
-            let err = if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() {
+            let err = if e
+                .downcast_ref::<http_body_util::LengthLimitError>()
+                .is_some()
+            {
                 ApiError::too_large()
             } else {
                 ApiError::bad_request(format!("reading the request body: {e}"))
@@ -210,9 +247,17 @@ fn non_resource(api: &Api, path: &str, accept: &str) -> Option<Resp> {
             if accept.contains("protobuf") && !accept.contains("json") {
                 return Some(h::error(&ApiError::not_acceptable()));
             }
-            h::bytes_resp(200, "application/json", crate::openapi::documents().v2.clone())
+            h::bytes_resp(
+                200,
+                "application/json",
+                crate::openapi::documents().v2.clone(),
+            )
         }
-        "/openapi/v3" => h::bytes_resp(200, "application/json", crate::openapi::documents().v3_root.clone()),
+        "/openapi/v3" => h::bytes_resp(
+            200,
+            "application/json",
+            crate::openapi::documents().v3_root.clone(),
+        ),
         "/api" if aggregated => aggregated_resp(discovery::aggregated(true)),
         "/api" => h::json(200, &discovery::api_versions(&api.advertise)),
         "/apis" if aggregated => aggregated_resp(discovery::aggregated(false)),

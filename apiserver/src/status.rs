@@ -53,18 +53,30 @@ impl ApiError {
     pub fn not_found(res: &ResourceDef, name: &str) -> Self {
         Self {
             details: Some(details(res, name)),
-            ..Self::new(404, "NotFound", format!("{} \"{name}\" not found", qualified(res)))
+            ..Self::new(
+                404,
+                "NotFound",
+                format!("{} \"{name}\" not found", qualified(res)),
+            )
         }
     }
 
     pub fn not_found_path() -> Self {
-        Self::new(404, "NotFound", "the server could not find the requested resource")
+        Self::new(
+            404,
+            "NotFound",
+            "the server could not find the requested resource",
+        )
     }
 
     pub fn already_exists(res: &ResourceDef, name: &str) -> Self {
         Self {
             details: Some(details(res, name)),
-            ..Self::new(409, "AlreadyExists", format!("{} \"{name}\" already exists", qualified(res)))
+            ..Self::new(
+                409,
+                "AlreadyExists",
+                format!("{} \"{name}\" already exists", qualified(res)),
+            )
         }
     }
 
@@ -74,7 +86,10 @@ impl ApiError {
             ..Self::new(
                 409,
                 "Conflict",
-                format!("Operation cannot be fulfilled on {} \"{name}\": {why}", qualified(res)),
+                format!(
+                    "Operation cannot be fulfilled on {} \"{name}\": {why}",
+                    qualified(res)
+                ),
             )
         }
     }
@@ -105,7 +120,11 @@ impl ApiError {
         d["causes"] = json!(causes);
         Self {
             details: Some(d),
-            ..Self::new(422, "Invalid", format!("{} \"{name}\" is invalid: {msg}", res.kind))
+            ..Self::new(
+                422,
+                "Invalid",
+                format!("{} \"{name}\" is invalid: {msg}", res.kind),
+            )
         }
     }
 
@@ -126,15 +145,29 @@ impl ApiError {
     }
 
     pub fn too_large() -> Self {
-        Self::new(413, "RequestEntityTooLarge", "Request entity too large: limit is 3145728")
+        Self::new(
+            413,
+            "RequestEntityTooLarge",
+            "Request entity too large: limit is 3145728",
+        )
     }
 
     pub fn unsupported_media_type(ct: &str) -> Self {
-        Self::new(415, "UnsupportedMediaType", format!("the body of the request was in an unknown format - accepted media types include: application/json, application/yaml, application/vnd.kubernetes.protobuf (got {ct})"))
+        Self::new(
+            415,
+            "UnsupportedMediaType",
+            format!(
+                "the body of the request was in an unknown format - accepted media types include: application/json, application/yaml, application/vnd.kubernetes.protobuf (got {ct})"
+            ),
+        )
     }
 
     pub fn not_acceptable() -> Self {
-        Self::new(406, "NotAcceptable", "only the following media types are accepted: application/json, application/yaml")
+        Self::new(
+            406,
+            "NotAcceptable",
+            "only the following media types are accepted: application/json, application/yaml",
+        )
     }
 
     pub fn internal(message: impl Into<String>) -> Self {

@@ -58,7 +58,9 @@ async fn timed<T>(
 ) -> Result<T, StoreError> {
     match tokio::time::timeout(TIMEOUT, f).await {
         Ok(r) => r.map_err(|e| {
-            if e.to_string().contains("required revision has been compacted") {
+            if e.to_string()
+                .contains("required revision has been compacted")
+            {
                 StoreError::Compacted(0)
             } else {
                 StoreError::Etcd(e)
@@ -75,7 +77,8 @@ impl Store {
             .with_keep_alive(Duration::from_secs(30), Duration::from_secs(10));
         if let Some(t) = tls {
             let read = |p: &std::path::Path| std::fs::read(p).unwrap_or_default();
-            let mut o = TlsOptions::new().ca_certificate(etcd_client::Certificate::from_pem(read(&t.ca_file)));
+            let mut o = TlsOptions::new()
+                .ca_certificate(etcd_client::Certificate::from_pem(read(&t.ca_file)));
             if let (Some(c), Some(k)) = (&t.cert_file, &t.key_file) {
                 o = o.identity(etcd_client::Identity::from_pem(read(c), read(k)));
             }
@@ -131,7 +134,12 @@ impl Store {
         self.cas(txn).await
     }
 
-    pub async fn update(&self, key: &str, value: Vec<u8>, expected: i64) -> Result<Cas, StoreError> {
+    pub async fn update(
+        &self,
+        key: &str,
+        value: Vec<u8>,
+        expected: i64,
+    ) -> Result<Cas, StoreError> {
         let txn = Txn::new()
             .when([Compare::mod_revision(key, CompareOp::Equal, expected)])
             .and_then([TxnOp::put(key, value, None)])

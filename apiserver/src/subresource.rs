@@ -22,15 +22,19 @@ pub async fn dispatch(ctx: &Ctx<'_>, method: &Method, sub: &str, body: Bytes) ->
         }
         ("status" | "approval", &Method::PUT) => rest::update(ctx, &body, Part::Status).await,
         ("status" | "approval", &Method::PATCH) => rest::patch(ctx, &body, Part::Status).await,
-        ("ephemeralcontainers" | "finalize", &Method::PUT) => rest::update(ctx, &body, Part::Main).await,
+        ("ephemeralcontainers" | "finalize", &Method::PUT) => {
+            rest::update(ctx, &body, Part::Main).await
+        }
         ("ephemeralcontainers", &Method::PATCH) => rest::patch(ctx, &body, Part::Main).await,
         ("scale", _) => scale(ctx, method, &body).await,
         ("binding", &Method::POST) => binding(ctx, &body).await,
         ("eviction", &Method::POST) => eviction(ctx, &body).await,
-        ("log" | "exec" | "attach" | "portforward" | "proxy", _) => Err(ApiError::unavailable(format!(
-            "{}/{sub} needs the node agent (kubelet API on port 10250), which is not available on this cluster yet",
-            ctx.res.plural
-        ))),
+        ("log" | "exec" | "attach" | "portforward" | "proxy", _) => {
+            Err(ApiError::unavailable(format!(
+                "{}/{sub} needs the node agent (kubelet API on port 10250), which is not available on this cluster yet",
+                ctx.res.plural
+            )))
+        }
         ("token", &Method::POST) => Err(ApiError::unavailable(
             "service account token issuing is not enabled (no --service-account-key-file)",
         )),
@@ -88,12 +92,16 @@ async fn scale(ctx: &Ctx<'_>, method: &Method, body: &Bytes) -> ApiResult<Resp> 
                     k3rs_apimachinery::patch::apply_merge_patch(&current, &doc)
                 }
             }
-            _ => return Err(ApiError::method_not_allowed("scale supports get, update and patch")),
-        };
-        if let Some(rv) = meta_str(&wanted, "resourceVersion") {
-            if rv != kv.mod_rev.to_string() {
-                return Err(ApiError::stale(ctx.res, ctx.name_or_empty()));
+            _ => {
+                return Err(ApiError::method_not_allowed(
+                    "scale supports get, update and patch",
+                ));
             }
+        };
+        if let Some(rv) = meta_str(&wanted, "resourceVersion")
+            && rv != kv.mod_rev.to_string()
+        {
+            return Err(ApiError::stale(ctx.res, ctx.name_or_empty()));
         }
         let Some(replicas) = wanted["spec"]["replicas"].as_i64() else {
             return Err(ApiError::bad_request("spec.replicas is required"));
@@ -102,7 +110,10 @@ async fn scale(ctx: &Ctx<'_>, method: &Method, body: &Bytes) -> ApiResult<Resp> 
             return Err(ApiError::new(
                 422,
                 "Invalid",
-                format!("Scale.autoscaling \"{}\" is invalid: spec.replicas: Invalid value: {replicas}: must be greater than or equal to 0", ctx.name_or_empty()),
+                format!(
+                    "Scale.autoscaling \"{}\" is invalid: spec.replicas: Invalid value: {replicas}: must be greater than or equal to 0",
+                    ctx.name_or_empty()
+                ),
             ));
         }
         if v["spec"]["replicas"].as_i64() != Some(replicas) {
@@ -120,28 +131,52 @@ async fn scale(ctx: &Ctx<'_>, method: &Method, body: &Bytes) -> ApiResult<Resp> 
 async fn binding(ctx: &Ctx<'_>, body: &Bytes) -> ApiResult<Resp> {
     let b = decode_body(ctx.headers, body)?;
     let Some(node) = b["target"]["name"].as_str().filter(|n| !n.is_empty()) else {
-        return Err(ApiError::new(422, "Invalid", "Binding.target.name: Required value"));
+        return Err(ApiError::new(
+            422,
+            "Invalid",
+            "Binding.target.name: Required value",
+        ));
     };
     for _ in 0..8 {
         let (kv, mut pod) = load_value(ctx).await?;
-        if pod["spec"]["nodeName"].as_str().is_some_and(|n| !n.is_empty()) {
+        if pod["spec"]["nodeName"]
+            .as_str()
+            .is_some_and(|n| !n.is_empty())
+        {
             return Err(ApiError::conflict(
                 ctx.res,
                 ctx.name_or_empty(),
-                &format!("pod {} is already assigned to node \"{}\"", ctx.name_or_empty(), pod["spec"]["nodeName"].as_str().unwrap_or("")),
+                &format!(
+                    "pod {} is already assigned to node \"{}\"",
+                    ctx.name_or_empty(),
+                    pod["spec"]["nodeName"].as_str().unwrap_or("")
+                ),
             ));
         }
         if pod["metadata"].get("deletionTimestamp").is_some() {
-            return Err(ApiError::conflict(ctx.res, ctx.name_or_empty(), "pod is being deleted, cannot be assigned to a host"));
+            return Err(ApiError::conflict(
+                ctx.res,
+                ctx.name_or_empty(),
+                "pod is being deleted, cannot be assigned to a host",
+            ));
         }
         pod["spec"]["nodeName"] = json!(node);
         let cond = json!({"type": "PodScheduled", "status": "True", "lastProbeTime": null, "lastTransitionTime": crate::object::now_rfc3339()});
-        let conds = pod["status"]["conditions"].as_array().cloned().unwrap_or_default();
-        let mut conds: Vec<Value> = conds.into_iter().filter(|c| c["type"] != "PodScheduled").collect();
+        let conds = pod["status"]["conditions"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        let mut conds: Vec<Value> = conds
+            .into_iter()
+            .filter(|c| c["type"] != "PodScheduled")
+            .collect();
         conds.push(cond);
         pod["status"]["conditions"] = json!(conds);
         if store_update(ctx, pod, &kv).await?.is_some() {
-            return Ok(h::json(201, &json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201})));
+            return Ok(h::json(
+                201,
+                &json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}),
+            ));
         }
     }
     Err(ApiError::stale(ctx.res, ctx.name_or_empty()))
@@ -149,7 +184,10 @@ async fn binding(ctx: &Ctx<'_>, body: &Bytes) -> ApiResult<Resp> {
 
 async fn eviction(ctx: &Ctx<'_>, body: &Bytes) -> ApiResult<Resp> {
     let ev = decode_body(ctx.headers, body)?;
-    let opts = ev.get("deleteOptions").cloned().unwrap_or_else(|| json!({}));
+    let opts = ev
+        .get("deleteOptions")
+        .cloned()
+        .unwrap_or_else(|| json!({}));
     let opts = Bytes::from(serde_json::to_vec(&opts).unwrap_or_default());
     let sub = Ctx {
         api: ctx.api,
@@ -162,11 +200,15 @@ async fn eviction(ctx: &Ctx<'_>, body: &Bytes) -> ApiResult<Resp> {
         query: ctx.query.clone(),
         headers: ctx.headers,
     };
-    let r = rest::handle(sub, &Method::DELETE, opts).await;
+    // Boxed: eviction re-enters the generic handler (a recursive async call).
+    let r = Box::pin(rest::handle(sub, &Method::DELETE, opts)).await;
     if !r.status().is_success() {
         return Ok(r);
     }
-    Ok(h::json(201, &json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201})))
+    Ok(h::json(
+        201,
+        &json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}),
+    ))
 }
 
 impl Ctx<'_> {

@@ -68,8 +68,10 @@ impl Watcher {
         if initial_end {
             meta["annotations"] = json!({"k8s.io/initial-events-end": "true"});
         }
-        let obj = json!({"kind": self.res.kind, "apiVersion": self.res.api_version(), "metadata": meta});
-        let mut b = serde_json::to_vec(&json!({"type": "BOOKMARK", "object": obj})).unwrap_or_default();
+        let obj =
+            json!({"kind": self.res.kind, "apiVersion": self.res.api_version(), "metadata": meta});
+        let mut b =
+            serde_json::to_vec(&json!({"type": "BOOKMARK", "object": obj})).unwrap_or_default();
         b.push(b'\n');
         Bytes::from(b)
     }
@@ -172,9 +174,12 @@ pub async fn serve(ctx: &Ctx<'_>) -> ApiResult<Resp> {
                 too_old.requested, too_old.oldest
             ))
             .to_status();
-            let mut line = serde_json::to_vec(&json!({"type": "ERROR", "object": status})).unwrap_or_default();
+            let mut line =
+                serde_json::to_vec(&json!({"type": "ERROR", "object": status})).unwrap_or_default();
             line.push(b'\n');
-            return Ok(stream_resp(futures::stream::iter([Bytes::from(line)]).boxed()));
+            return Ok(stream_resp(
+                futures::stream::iter([Bytes::from(line)]).boxed(),
+            ));
         }
     };
     let now = tokio::time::Instant::now();

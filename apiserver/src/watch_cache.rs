@@ -46,7 +46,11 @@ impl Entry {
     pub fn from_value(key: &str, v: &mut Value, rev: i64) -> Option<Entry> {
         let meta = v.get_mut("metadata")?.as_object_mut()?;
         meta.insert("resourceVersion".into(), Value::String(rev.to_string()));
-        let name: Box<str> = meta.get("name").and_then(Value::as_str).unwrap_or("").into();
+        let name: Box<str> = meta
+            .get("name")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .into();
         let namespace: Box<str> = meta
             .get("namespace")
             .and_then(Value::as_str)
@@ -82,7 +86,10 @@ impl Entry {
     }
 
     pub fn label(&self, k: &str) -> Option<&str> {
-        self.labels.iter().find(|(l, _)| &**l == k).map(|(_, v)| &**v)
+        self.labels
+            .iter()
+            .find(|(l, _)| &**l == k)
+            .map(|(_, v)| &**v)
     }
 
     /// A field selector value; `metadata.name`/`metadata.namespace` always work.
@@ -112,7 +119,11 @@ impl Entry {
 /// A dotted-path lookup rendered as a field selector sees it.
 pub fn field_value(v: &Value, path: &str) -> String {
     // Events' `source` selector means the component.
-    let path = if path == "source" { "source.component" } else { path };
+    let path = if path == "source" {
+        "source.component"
+    } else {
+        path
+    };
     let mut cur = v;
     for p in path.split('.') {
         match cur.get(p) {
@@ -240,7 +251,10 @@ impl WatchCache {
         };
         let items = st
             .objects
-            .range::<str, _>((std::ops::Bound::Included(prefix), std::ops::Bound::Unbounded))
+            .range::<str, _>((
+                std::ops::Bound::Included(prefix),
+                std::ops::Bound::Unbounded,
+            ))
             .take_while(|(k, _)| k.starts_with(prefix))
             .map(|(_, e)| e.clone())
             .collect();
@@ -259,7 +273,10 @@ impl WatchCache {
         let start = match since {
             None => Start::Snapshot(
                 st.objects
-                    .range::<str, _>((std::ops::Bound::Included(prefix), std::ops::Bound::Unbounded))
+                    .range::<str, _>((
+                        std::ops::Bound::Included(prefix),
+                        std::ops::Bound::Unbounded,
+                    ))
                     .take_while(|(k, _)| k.starts_with(prefix))
                     .map(|(_, e)| e.clone())
                     .collect(),
@@ -292,7 +309,8 @@ impl WatchCache {
     /// Keeps the cache in step with the store, relisting when the watch breaks
     /// beyond repair (compaction); never returns.
     pub async fn run(self: Arc<Self>, store: Store) {
-        let mut backoff = k3rs_common::Backoff::new(Duration::from_millis(200), Duration::from_secs(10));
+        let mut backoff =
+            k3rs_common::Backoff::new(Duration::from_millis(200), Duration::from_secs(10));
         loop {
             match self.sync_once(&store).await {
                 Ok(()) => backoff.reset(),
@@ -416,7 +434,9 @@ impl WatchCache {
                 EventType::Delete => {
                     st.objects.remove(key.as_str());
                     let Some(p) = prev else { continue };
-                    let Some(gone) = p.restamped(rev) else { continue };
+                    let Some(gone) = p.restamped(rev) else {
+                        continue;
+                    };
                     Event {
                         rev,
                         kind: EventKind::Deleted,

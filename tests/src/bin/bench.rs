@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 use etcd_client::{Client, Compare, CompareOp, GetOptions, Txn, TxnOp, WatchOptions};
+use k3rs_e2e::{Backend, TestStore, etcd_version};
 use tokio_stream::StreamExt;
 
 #[derive(Parser)]
@@ -253,159 +254,6 @@ async fn watch_fanout(client: &Client) -> Result<Sample> {
     Ok(s)
 }
 
-/// A store under benchmark: a real etcd process or an in-process k3rs-datastore.
-enum Store {
-    Etcd {
-        child: std::process::Child,
-        endpoint: String,
-        _dir: tempfile::TempDir,
-    },
-    Shim {
-        server: k3rs_datastore::Server,
-        endpoint: String,
-        _dir: tempfile::TempDir,
-        drop_db: Option<(String, String)>,
-    },
-}
-
-impl Store {
-    fn endpoint(&self) -> String {
-        match self {
-            Store::Etcd { endpoint, .. } | Store::Shim { endpoint, .. } => endpoint.clone(),
-        }
-    }
-
-    async fn stop(self) {
-        match self {
-            Store::Etcd { mut child, .. } => {
-                let _ = child.kill();
-                let _ = child.wait();
-            }
-            Store::Shim {
-                server, drop_db, ..
-            } => {
-                server.shutdown().await;
-                if let Some((kind, db)) = drop_db {
-                    let _ = if kind == "postgres" {
-                        std::process::Command::new("psql")
-                            .args(["-h", "127.0.0.1", "-U", "postgres", "-qc"])
-                            .arg(format!("DROP DATABASE IF EXISTS \"{db}\" WITH (FORCE)"))
-                            .output()
-                    } else {
-                        std::process::Command::new("mariadb")
-                            .args(["-uroot", "-h127.0.0.1", "-e"])
-                            .arg(format!("DROP DATABASE IF EXISTS `{db}`"))
-                            .output()
-                    };
-                }
-            }
-        }
-    }
-}
-
-fn free_port() -> Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
-}
-
-fn etcd_version() -> String {
-    std::process::Command::new("etcd")
-        .arg("--version")
-        .output()
-        .ok()
-        .and_then(|o| {
-            String::from_utf8_lossy(&o.stdout)
-                .lines()
-                .next()
-                .map(|l| l.trim_start_matches("etcd Version: ").to_string())
-        })
-        .unwrap_or_else(|| "?".into())
-}
-
-async fn bench_store(target: &str) -> Result<Store> {
-    let dir = tempfile::tempdir()?;
-    let db = format!("k3rs_bench_{}", std::process::id());
-    let (endpoint, drop_db) = match target {
-        "etcd" => {
-            let (client, peer) = (free_port()?, free_port()?);
-            let endpoint = format!("http://127.0.0.1:{client}");
-            let child = std::process::Command::new("etcd")
-                .args(["--name", "bench", "--data-dir"])
-                .arg(dir.path().join("etcd"))
-                .args([
-                    "--listen-client-urls",
-                    &endpoint,
-                    "--advertise-client-urls",
-                    &endpoint,
-                ])
-                .args(["--listen-peer-urls", &format!("http://127.0.0.1:{peer}")])
-                .args([
-                    "--initial-advertise-peer-urls",
-                    &format!("http://127.0.0.1:{peer}"),
-                ])
-                .args([
-                    "--initial-cluster",
-                    &format!("bench=http://127.0.0.1:{peer}"),
-                ])
-                .stdout(std::process::Stdio::null())
-                .stderr(std::process::Stdio::null())
-                .spawn()
-                .context("start etcd (apt-get install etcd-server)")?;
-            let deadline = Instant::now() + Duration::from_secs(20);
-            loop {
-                if let Ok(mut c) = Client::connect([endpoint.clone()], None).await
-                    && c.status().await.is_ok()
-                {
-                    break;
-                }
-                if Instant::now() > deadline {
-                    bail!("etcd did not start");
-                }
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-            return Ok(Store::Etcd {
-                child,
-                endpoint,
-                _dir: dir,
-            });
-        }
-        "sqlite" => (String::new(), None),
-        "postgres" => (
-            format!("postgres://postgres@127.0.0.1:5432/{db}"),
-            Some(("postgres".to_string(), db.clone())),
-        ),
-        "mariadb" => (
-            format!("mysql://root@tcp(127.0.0.1:3306)/{db}"),
-            Some(("mysql".to_string(), db.clone())),
-        ),
-        other => bail!("unknown target {other:?} (etcd, sqlite, postgres, mariadb)"),
-    };
-    if let Some((kind, db)) = &drop_db {
-        // Start from an empty database.
-        Store::Shim {
-            server: k3rs_datastore::start(k3rs_datastore::Config::new(
-                endpoint.clone(),
-                dir.path(),
-            ))
-            .await?,
-            endpoint: String::new(),
-            _dir: tempfile::tempdir()?,
-            drop_db: Some((kind.clone(), db.clone())),
-        }
-        .stop()
-        .await;
-    }
-    let server = k3rs_datastore::start(k3rs_datastore::Config::new(endpoint, dir.path())).await?;
-    let addr = server.grpc_addr().context("shim listens on TCP")?;
-    Ok(Store::Shim {
-        server,
-        endpoint: format!("http://{addr}"),
-        _dir: dir,
-        drop_db,
-    })
-}
-
 struct Row {
     test: String,
     target: String,
@@ -413,8 +261,10 @@ struct Row {
 }
 
 async fn bench_target(target: &str, seconds: u64, rows: &mut Vec<Row>) -> Result<()> {
-    let store = bench_store(target).await?;
-    let client = Client::connect([store.endpoint()], None).await?;
+    let backend: Backend = target.parse()?;
+    let target = backend.name();
+    let store = TestStore::start(backend).await?;
+    let client = store.client().await?;
     eprintln!("bench: {target} at {}", store.endpoint());
     for c in CONCURRENCY {
         let (create, update) = creates_updates(&client, c, seconds).await?;

@@ -1,0 +1,166 @@
+//! A control plane for cross-daemon tests: an in-process k3rs-apiserver on a
+//! free loopback port over a given etcd endpoint (the shim or a real etcd),
+//! and the real `kubectl` pointed at it with the admin kubeconfig.
+
+use std::path::{Path, PathBuf};
+use std::process::Output;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+
+pub struct ControlPlane {
+    pub api: k3rs_apiserver::Server,
+    pub kubeconfig: PathBuf,
+    pub dir: tempfile::TempDir,
+}
+
+impl ControlPlane {
+    /// Starts an apiserver on `etcd` and waits until it is ready.
+    pub async fn start(etcd: &str) -> Result<Self> {
+        let dir = tempfile::tempdir()?;
+        let cli = <k3rs_apiserver::Cli as clap::Parser>::try_parse_from([
+            "k3rs-apiserver",
+            "--etcd-servers",
+            etcd,
+            "--bind-address",
+            "127.0.0.1",
+            "--secure-port",
+            "0",
+            "--cert-dir",
+            &dir.path().join("tls").display().to_string(),
+        ])?;
+        let config = cli.into_config()?;
+        let api = k3rs_apiserver::start(config).await?;
+        let kubeconfig = api.admin_kubeconfig.clone();
+        let cp = Self {
+            api,
+            kubeconfig,
+            dir,
+        };
+        cp.wait_ready().await?;
+        Ok(cp)
+    }
+
+    async fn wait_ready(&self) -> Result<()> {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let out = self
+                .kubectl_raw(KUBECTL_DEFAULT, &["get", "--raw", "/readyz"])
+                .await?;
+            if out.status.success() {
+                // The system namespaces are created right after start.
+                let ns = self
+                    .kubectl_raw(KUBECTL_DEFAULT, &["get", "ns", "kube-system", "-o", "name"])
+                    .await?;
+                if ns.status.success() {
+                    return Ok(());
+                }
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "apiserver not ready: {}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Runs kubectl `version` ("1.32", "1.33", ...) with the admin kubeconfig.
+    pub async fn kubectl_raw(&self, version: &str, args: &[&str]) -> Result<Output> {
+        self.kubectl_with(version, args, None, &[]).await
+    }
+
+    pub async fn kubectl_with(
+        &self,
+        version: &str,
+        args: &[&str],
+        stdin: Option<&str>,
+        env: &[(&str, &str)],
+    ) -> Result<Output> {
+        use tokio::io::AsyncWriteExt;
+        let mut cmd = tokio::process::Command::new(kubectl_path(version)?);
+        cmd.arg("--kubeconfig")
+            .arg(&self.kubeconfig)
+            .args(args)
+            .env("KUBECACHEDIR", self.dir.path().join("kubecache"))
+            .env("HOME", self.dir.path())
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .kill_on_drop(true);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().context("spawn kubectl")?;
+        if let Some(mut pipe) = child.stdin.take() {
+            if let Some(s) = stdin {
+                pipe.write_all(s.as_bytes()).await?;
+            }
+            drop(pipe);
+        }
+        let out = tokio::time::timeout(Duration::from_secs(60), child.wait_with_output())
+            .await
+            .context("kubectl timed out")??;
+        Ok(out)
+    }
+
+    /// Runs kubectl and returns stdout; fails the test with stderr otherwise.
+    pub async fn kubectl(&self, version: &str, args: &[&str]) -> String {
+        self.kubectl_in(version, args, None).await
+    }
+
+    pub async fn kubectl_in(&self, version: &str, args: &[&str], stdin: Option<&str>) -> String {
+        let out = match self.kubectl_with(version, args, stdin, &[]).await {
+            Ok(o) => o,
+            Err(e) => panic!("kubectl {args:?}: {e:#}"),
+        };
+        assert!(
+            out.status.success(),
+            "kubectl {} {args:?} failed: {}{}",
+            version,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Runs kubectl expecting failure; returns stderr.
+    pub async fn kubectl_fails(&self, version: &str, args: &[&str], stdin: Option<&str>) -> String {
+        let out = match self.kubectl_with(version, args, stdin, &[]).await {
+            Ok(o) => o,
+            Err(e) => panic!("kubectl {args:?}: {e:#}"),
+        };
+        assert!(
+            !out.status.success(),
+            "kubectl {args:?} should have failed: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    }
+
+    pub fn shutdown(self) {
+        self.api.shutdown();
+    }
+}
+
+/// kubectl on the PATH answers for the version it links to.
+pub const KUBECTL_DEFAULT: &str = "1.32";
+
+/// The versioned kubectl builds (`kubectl.1.32`, ...) sit beside the one
+/// `kubectl` on the PATH resolves to.
+pub fn kubectl_path(version: &str) -> Result<PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    for dir in std::env::split_paths(&path) {
+        let k = dir.join("kubectl");
+        if k.is_file() {
+            let real = std::fs::canonicalize(&k)?;
+            let dir = real.parent().unwrap_or(Path::new("/"));
+            let versioned = dir.join(format!("kubectl.{version}"));
+            if versioned.is_file() {
+                return Ok(versioned);
+            }
+        }
+    }
+    bail!("kubectl.{version} not found next to kubectl on the PATH")
+}
