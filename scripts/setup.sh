@@ -12,6 +12,7 @@ command -v protoc >/dev/null || need+=(protobuf-compiler)
 [ -f /usr/include/google/protobuf/descriptor.proto ] || need+=(libprotobuf-dev)
 command -v etcd >/dev/null || need+=(etcd-server)
 command -v etcdctl >/dev/null || need+=(etcd-client)
+python3 -c 'import venv, ensurepip' 2>/dev/null || need+=(python3-venv)
 if [ "${#need[@]}" -gt 0 ]; then
   echo "setup: installing ${need[*]}"
   $SUDO apt-get update -qq
@@ -24,6 +25,15 @@ fi
 
 if ! command -v cargo-nextest >/dev/null && ! cargo nextest --version >/dev/null 2>&1; then
   cargo install --locked cargo-nextest
+fi
+
+# The official Python client, for the API server's client tests, in a
+# virtualenv of its own so the system Python is left alone.
+venv="$HOME/.cache/k3rs/venv"
+if ! "$venv/bin/python" -c 'import kubernetes' 2>/dev/null; then
+  echo "setup: installing the Python kubernetes client into $venv"
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install -q --disable-pip-version-check kubernetes
 fi
 
 # Databases the tests use (CI has them installed; start them if they are down).
