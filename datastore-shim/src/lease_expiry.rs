@@ -28,8 +28,15 @@ pub async fn run(shared: Arc<Shared>, writer: Writer) {
             continue;
         }
         tracing::debug!(leases = expired.len(), "revoking expired leases");
-        if let Err(e) = writer.submit(WriteOp::ExpireLeases(expired)).await {
-            tracing::warn!(error = %e, "lease expiry failed; will retry");
+        // One request per lease, as etcd revokes each in its own revision;
+        // submitted together, they still share one database transaction.
+        let revokes = expired
+            .into_iter()
+            .map(|id| writer.submit(WriteOp::ExpireLeases(vec![id])));
+        for r in futures::future::join_all(revokes).await {
+            if let Err(e) = r {
+                tracing::warn!(error = %e, "lease expiry failed; will retry");
+            }
         }
     }
 }

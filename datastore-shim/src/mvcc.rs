@@ -283,9 +283,13 @@ impl Store {
 
     /// Appends rows read from the database (written by this or another
     /// instance, in revision order) as committed. Revisions this store already
-    /// holds are skipped: the writer and the follower may fetch the same rows.
+    /// holds are skipped: the writer and the follower may fetch the same rows,
+    /// and the follower may fetch this instance's own batch between its
+    /// database commit and `commit` (the batch is then already here, above
+    /// `committed`: while it is in flight the writer holds the database lock,
+    /// so no other instance can have written those revisions).
     pub fn apply_committed(&mut self, rows: Vec<Row>) {
-        let known = self.committed;
+        let known = self.current;
         for row in rows {
             if row.entry.rev.main <= known {
                 continue;
@@ -346,7 +350,11 @@ impl Store {
     pub fn commit(&mut self, rev: i64) {
         self.committed = self.committed.max(rev);
         self.current = self.current.max(self.committed);
-        self.dirty.clear();
+        // A later batch may still be in flight (the follower commits what it
+        // saw in the database): keep what rolling that batch back needs.
+        if self.committed >= self.current {
+            self.dirty.clear();
+        }
     }
 
     /// Drops every change above the committed revision (its batch failed to persist).
@@ -586,6 +594,34 @@ mod tests {
         );
         assert!(keys(KeyRange::new(b("d"), b("a"))).is_empty());
         assert_eq!(keys(KeyRange::new(b("c"), Bytes::new())), vec![b("c")]);
+    }
+
+    #[test]
+    fn own_rows_fetched_back_before_commit_are_not_applied_twice() {
+        // The writer has put revision 2 in memory and committed it to the
+        // database; the follower reads it back before the writer's `commit`.
+        let mut s = Store::new(1, 0);
+        let (row, _) = s.put(rev(2), b("a"), b("1"), 0);
+        s.apply_committed(vec![row]);
+        s.commit(2);
+        assert_eq!(s.event_count(), 1, "one event for revision 2");
+        let (evs, _) = s.events_since(rev(2), 10, |_| true);
+        assert_eq!(evs.len(), 1);
+        assert_eq!(s.get(b"a", 2).expect("a").version, 1);
+    }
+
+    #[test]
+    fn commit_of_an_older_revision_keeps_the_batch_in_flight_undoable() {
+        let mut s = Store::new(1, 0);
+        s.put(rev(2), b("a"), b("1"), 0);
+        s.commit(2);
+        s.put(rev(3), b("b"), b("1"), 0);
+        // The follower publishes revision 2 again while batch 3 is in flight.
+        s.commit(2);
+        s.rollback();
+        assert_eq!(s.current_rev(), 2);
+        assert!(s.get(b"b", 3).is_none(), "batch 3 was rolled back");
+        assert_eq!(s.key_count(), 1);
     }
 
     #[test]

@@ -266,7 +266,8 @@ impl Lease for Services {
                     keys: Vec::new(),
                 });
             };
-            let remaining = ((expiry - now_ms()).max(0) + 999) / 1000;
+            // Whole seconds left, rounded down as etcd does.
+            let remaining = (expiry - now_ms()).max(0) / 1000;
             let keys = if r.keys {
                 self.shared.read().keys_of_lease(r.id)
             } else {
@@ -384,7 +385,11 @@ impl Maintenance for Services {
             let resp = HashKvResponse {
                 header: Some(self.shared.header(store.committed_rev())),
                 hash: store.hash_kv(at),
-                compact_revision: store.compacted_rev(),
+                // etcd reports -1 until the first compaction.
+                compact_revision: match store.compacted_rev() {
+                    0 => -1,
+                    rev => rev,
+                },
             };
             Ok(resp)
         })();

@@ -58,10 +58,17 @@ pub fn validate_delete(r: &DeleteRangeRequest) -> Result<(), Error> {
 }
 
 pub fn validate_txn(t: &TxnRequest) -> Result<(), Error> {
-    if t.compare.len() > MAX_TXN_OPS
-        || t.success.len() > MAX_TXN_OPS
-        || t.failure.len() > MAX_TXN_OPS
-    {
+    validate_ops(t, MAX_TXN_OPS)?;
+    check_intervals(&t.success)?;
+    check_intervals(&t.failure)?;
+    Ok(())
+}
+
+/// etcd's `checkTxnRequest`: a nested txn may only use the operations its
+/// parent left over (`max` minus the parent's largest list).
+fn validate_ops(t: &TxnRequest, max: usize) -> Result<(), Error> {
+    let used = t.compare.len().max(t.success.len()).max(t.failure.len());
+    if used > max {
         return Err(Error::TooManyOps);
     }
     for c in &t.compare {
@@ -74,69 +81,74 @@ pub fn validate_txn(t: &TxnRequest) -> Result<(), Error> {
             Some(Request::RequestRange(r)) => validate_range(r)?,
             Some(Request::RequestPut(r)) => validate_put(r)?,
             Some(Request::RequestDeleteRange(r)) => validate_delete(r)?,
-            Some(Request::RequestTxn(t)) => validate_txn(t)?,
+            Some(Request::RequestTxn(t)) => validate_ops(t, max - used)?,
             None => {}
         }
     }
-    check_intervals(&t.success)?;
-    check_intervals(&t.failure)?;
     Ok(())
 }
 
-/// A branch may not put the same key twice, nor put a key it also deletes
-/// (etcd's "duplicate key given in txn request"). Nested txns count through
-/// both of their branches.
-fn check_intervals(ops: &[RequestOp]) -> Result<(), Error> {
+/// etcd's `checkIntervals`, rule for rule: a branch may not put the same key
+/// twice, nor put a key that a delete of the same level (or of an earlier
+/// nested txn) covers ("duplicate key given in txn request"). The two branches
+/// of a nested txn may put the same key. Returns the puts and deletes of `ops`.
+fn check_intervals(ops: &[RequestOp]) -> Result<(Vec<Bytes>, Vec<KeyRange>), Error> {
+    let mut dels: Vec<KeyRange> = ops
+        .iter()
+        .filter_map(|op| match &op.request {
+            Some(Request::RequestDeleteRange(d)) => {
+                Some(KeyRange::new(d.key.clone(), d.range_end.clone()))
+            }
+            _ => None,
+        })
+        .collect();
     let mut puts: Vec<Bytes> = Vec::new();
-    let mut dels: Vec<KeyRange> = Vec::new();
-    collect_writes(ops, &mut puts, &mut dels)?;
-    for p in &puts {
-        if dels.iter().any(|d| d.contains(p)) {
+    for op in ops {
+        let Some(Request::RequestTxn(t)) = &op.request else {
+            continue;
+        };
+        let (puts_then, dels_then) = check_intervals(&t.success)?;
+        let (puts_else, dels_else) = check_intervals(&t.failure)?;
+        for k in &puts_then {
+            if puts.contains(k) || dels.iter().any(|d| deletes(d, k)) {
+                return Err(Error::DuplicateKey);
+            }
+            puts.push(k.clone());
+        }
+        for k in &puts_else {
+            // A key put by both branches is fine: only one of them runs.
+            if puts.contains(k) && !puts_then.contains(k) {
+                return Err(Error::DuplicateKey);
+            }
+            if dels.iter().any(|d| deletes(d, k)) {
+                return Err(Error::DuplicateKey);
+            }
+            puts.push(k.clone());
+        }
+        dels.extend(dels_then);
+        dels.extend(dels_else);
+    }
+    for op in ops {
+        let Some(Request::RequestPut(p)) = &op.request else {
+            continue;
+        };
+        if puts.contains(&p.key) || dels.iter().any(|d| deletes(d, &p.key)) {
             return Err(Error::DuplicateKey);
         }
+        puts.push(p.key.clone());
     }
-    Ok(())
+    Ok((puts, dels))
 }
 
-fn collect_writes(
-    ops: &[RequestOp],
-    puts: &mut Vec<Bytes>,
-    dels: &mut Vec<KeyRange>,
-) -> Result<(), Error> {
-    for op in ops {
-        match &op.request {
-            Some(Request::RequestPut(p)) => {
-                if puts.contains(&p.key) {
-                    return Err(Error::DuplicateKey);
-                }
-                puts.push(p.key.clone());
-            }
-            Some(Request::RequestDeleteRange(d)) => {
-                dels.push(KeyRange::new(d.key.clone(), d.range_end.clone()))
-            }
-            Some(Request::RequestTxn(t)) => {
-                // Only one branch of a nested txn runs: check each against the outer ops.
-                for branch in [&t.success, &t.failure] {
-                    let mut p = puts.clone();
-                    let mut d = dels.clone();
-                    collect_writes(branch, &mut p, &mut d)?;
-                    for k in &p {
-                        if d.iter().any(|r| r.contains(k)) {
-                            return Err(Error::DuplicateKey);
-                        }
-                    }
-                }
-                let mut p = Vec::new();
-                let mut d = Vec::new();
-                collect_writes(&t.success, &mut p, &mut d)?;
-                collect_writes(&t.failure, &mut p, &mut d).ok();
-                puts.extend(p);
-                dels.extend(d);
-            }
-            Some(Request::RequestRange(_)) | None => {}
-        }
+/// Whether a delete overlaps a put of `key` in etcd's interval check. etcd
+/// takes a range end literally there, so a from-key delete (end `\0`) never
+/// overlaps anything.
+fn deletes(d: &KeyRange, key: &[u8]) -> bool {
+    if d.end.is_empty() {
+        d.start[..] == *key
+    } else {
+        d.start[..] <= *key && *key < d.end[..]
     }
-    Ok(())
 }
 
 /// Whether a txn can change anything (else it can be served as a read).
@@ -217,15 +229,18 @@ pub fn range(store: &Store, r: &RangeRequest, rev: i64, header_rev: i64) -> Rang
         sort_order
     };
     if order != SortOrder::None {
-        match sort_target {
-            SortTarget::Key => kvs.sort_by(|a, b| a.key.cmp(&b.key)),
-            SortTarget::Version => kvs.sort_by_key(|kv| kv.version),
-            SortTarget::Create => kvs.sort_by_key(|kv| kv.create_revision),
-            SortTarget::Mod => kvs.sort_by_key(|kv| kv.mod_revision),
-            SortTarget::Value => kvs.sort_by(|a, b| a.value.cmp(&b.value)),
-        }
+        let cmp = |a: &KeyValue, b: &KeyValue| match sort_target {
+            SortTarget::Key => a.key.cmp(&b.key),
+            SortTarget::Version => a.version.cmp(&b.version),
+            SortTarget::Create => a.create_revision.cmp(&b.create_revision),
+            SortTarget::Mod => a.mod_revision.cmp(&b.mod_revision),
+            SortTarget::Value => a.value.cmp(&b.value),
+        };
+        // Stable both ways: equal elements stay in key order, as etcd returns them.
         if order == SortOrder::Descend {
-            kvs.reverse();
+            kvs.sort_by(|a, b| cmp(b, a));
+        } else {
+            kvs.sort_by(cmp);
         }
     }
     let mut more = false;
@@ -307,7 +322,10 @@ impl<'a> WriteCtx<'a> {
         } else {
             p.lease
         };
-        if lease != 0 && !leases.exists(lease) {
+        // Only a lease named by the request is checked (as etcd does): one kept
+        // by ignore_lease is attached to a live key, so it exists, and the
+        // writer has not loaded it.
+        if p.lease != 0 && !leases.exists(p.lease) {
             return Err(Error::LeaseNotFound);
         }
         let rev = self.next();
@@ -359,22 +377,46 @@ impl<'a> WriteCtx<'a> {
     /// Evaluates a txn. An error inside leaves the store with partial changes:
     /// the caller must roll the whole request back (etcd fails the txn as a whole).
     pub fn txn(&mut self, t: &TxnRequest, leases: &dyn LeaseCheck) -> Result<TxnResponse, Error> {
-        let rev = self.store.current_rev();
-        let succeeded = t.compare.iter().all(|c| compare(self.store, c, rev));
+        let begin = self.main - 1;
+        self.txn_at(t, leases, begin)
+    }
+
+    /// Like etcd, every compare (nested txns' too) sees the store as it was
+    /// before the txn (`begin`), while ranges see the txn's earlier writes.
+    /// Sub-responses carry the revision etcd gives them: a range the revision
+    /// it read, a put the new one, a delete the new one if anything changed so
+    /// far, and a nested txn an empty header.
+    fn txn_at(
+        &mut self,
+        t: &TxnRequest,
+        leases: &dyn LeaseCheck,
+        begin: i64,
+    ) -> Result<TxnResponse, Error> {
+        let succeeded = t.compare.iter().all(|c| compare(self.store, c, begin));
         let ops = if succeeded { &t.success } else { &t.failure };
         let mut responses = Vec::with_capacity(ops.len());
         for op in ops {
             let resp = match &op.request {
                 Some(Request::RequestRange(r)) => {
+                    // An explicit revision must exist before the txn.
+                    if r.revision > begin {
+                        return Err(Error::FutureRev);
+                    }
                     let cur = self.store.current_rev();
                     let at = self.store.read_rev(r.revision, true)?;
                     Response::ResponseRange(range(self.store, r, at, cur))
                 }
                 Some(Request::RequestPut(p)) => Response::ResponsePut(self.put(p, leases)?),
                 Some(Request::RequestDeleteRange(d)) => {
-                    Response::ResponseDeleteRange(self.delete(d))
+                    let mut resp = self.delete(d);
+                    resp.header = header(self.revision());
+                    Response::ResponseDeleteRange(resp)
                 }
-                Some(Request::RequestTxn(t)) => Response::ResponseTxn(self.txn(t, leases)?),
+                Some(Request::RequestTxn(t)) => {
+                    let mut resp = self.txn_at(t, leases, begin)?;
+                    resp.header = Some(ResponseHeader::default());
+                    Response::ResponseTxn(resp)
+                }
                 None => continue,
             };
             responses.push(ResponseOp {
@@ -388,28 +430,21 @@ impl<'a> WriteCtx<'a> {
         })
     }
 
-    /// Stamps the final revision into every header of a finished txn response.
+    /// Stamps the final revision into the header of a finished txn response.
     pub fn finish_txn(&self, resp: &mut TxnResponse) {
-        stamp_txn(resp, self.revision());
-    }
-}
-
-fn stamp_txn(resp: &mut TxnResponse, rev: i64) {
-    resp.header = header(rev);
-    for r in &mut resp.responses {
-        match &mut r.response {
-            Some(Response::ResponseRange(x)) => x.header = header(rev),
-            Some(Response::ResponsePut(x)) => x.header = header(rev),
-            Some(Response::ResponseDeleteRange(x)) => x.header = header(rev),
-            Some(Response::ResponseTxn(x)) => stamp_txn(x, rev),
-            None => {}
-        }
+        resp.header = header(self.revision());
     }
 }
 
 /// A read-only txn evaluated against the committed revision.
 pub fn read_txn(store: &Store, t: &TxnRequest) -> Result<TxnResponse, Error> {
     let rev = store.committed_rev();
+    let mut resp = read_txn_at(store, t, rev)?;
+    resp.header = header(rev);
+    Ok(resp)
+}
+
+fn read_txn_at(store: &Store, t: &TxnRequest, rev: i64) -> Result<TxnResponse, Error> {
     let succeeded = t.compare.iter().all(|c| compare(store, c, rev));
     let ops = if succeeded { &t.success } else { &t.failure };
     let mut responses = Vec::with_capacity(ops.len());
@@ -419,20 +454,22 @@ pub fn read_txn(store: &Store, t: &TxnRequest) -> Result<TxnResponse, Error> {
                 let at = store.read_rev(r.revision, false)?;
                 Response::ResponseRange(range(store, r, at, rev))
             }
-            Some(Request::RequestTxn(t)) => Response::ResponseTxn(read_txn(store, t)?),
+            Some(Request::RequestTxn(t)) => {
+                let mut resp = read_txn_at(store, t, rev)?;
+                resp.header = Some(ResponseHeader::default());
+                Response::ResponseTxn(resp)
+            }
             _ => continue,
         };
         responses.push(ResponseOp {
             response: Some(resp),
         });
     }
-    let mut resp = TxnResponse {
+    Ok(TxnResponse {
         header: None,
         succeeded,
         responses,
-    };
-    stamp_txn(&mut resp, rev);
-    Ok(resp)
+    })
 }
 
 /// One compare of a txn. With a range_end it must hold for every key in the range.

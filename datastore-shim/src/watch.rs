@@ -18,7 +18,7 @@ use crate::proto::watch_create_request::FilterType;
 use crate::proto::watch_request::RequestUnion;
 use crate::proto::watch_server::Watch;
 use crate::proto::{Event, WatchCreateRequest, WatchRequest, WatchResponse};
-use crate::service::{MAX_REQUEST_BYTES, Services};
+use crate::service::{GRPC_OVERHEAD_BYTES, MAX_REQUEST_BYTES, Services};
 
 /// Events per response when catching up (a revision is never split).
 const MAX_EVENTS_PER_RESPONSE: usize = 1000;
@@ -136,12 +136,14 @@ impl WatchStreamTask {
             }
             Some(RequestUnion::ProgressRequest(_)) => {
                 // Answered once for the whole stream (watch_id -1), after
-                // everything up to the reported revision has been sent.
+                // everything up to the reported revision has been sent (the
+                // revision is read first: the pump may only go further).
+                let header = self.header();
                 if !self.pump().await {
                     return false;
                 }
                 let resp = WatchResponse {
-                    header: self.header(),
+                    header,
                     watch_id: -1,
                     ..Default::default()
                 };
@@ -152,7 +154,21 @@ impl WatchStreamTask {
     }
 
     async fn create(&mut self, c: WatchCreateRequest) -> bool {
-        let id = if c.watch_id != 0 {
+        let range = KeyRange::new(c.key.clone(), c.range_end.clone());
+        let empty_range =
+            !c.range_end.is_empty() && c.range_end[..] != [0u8] && c.key >= c.range_end;
+        // As in etcd: the range is checked before an id is taken, and a
+        // refused watch is reported under id -1.
+        let reason = if empty_range {
+            Some("mvcc: watcher range is empty")
+        } else if c.watch_id != 0 && self.watchers.contains_key(&c.watch_id) {
+            Some("mvcc: duplicate watch ID provided on the WatchStream")
+        } else {
+            None
+        };
+        let id = if reason.is_some() {
+            -1
+        } else if c.watch_id != 0 {
             c.watch_id
         } else {
             while self.watchers.contains_key(&self.next_id) {
@@ -161,16 +177,6 @@ impl WatchStreamTask {
             let id = self.next_id;
             self.next_id += 1;
             id
-        };
-        let range = KeyRange::new(c.key.clone(), c.range_end.clone());
-        let empty_range =
-            !c.range_end.is_empty() && c.range_end[..] != [0u8] && c.key >= c.range_end;
-        let reason = if self.watchers.contains_key(&id) {
-            Some("mvcc: duplicate watch ID provided on the WatchStream")
-        } else if empty_range {
-            Some("mvcc: watcher range is empty")
-        } else {
-            None
         };
         if let Some(reason) = reason {
             let resp = WatchResponse {
@@ -197,8 +203,9 @@ impl WatchStreamTask {
             return false;
         }
         if c.start_revision != 0 && c.start_revision < compacted {
+            // etcd reports the compaction with revision 0 in the header.
             let resp = WatchResponse {
-                header: Some(self.svc.shared.header(committed)),
+                header: Some(self.svc.shared.header(0)),
                 watch_id: id,
                 canceled: true,
                 compact_revision: compacted,
@@ -298,16 +305,18 @@ impl WatchStreamTask {
             events,
             ..Default::default()
         };
-        if !fragment || resp.encoded_len() <= MAX_REQUEST_BYTES {
+        // etcd fragments at its request limit plus the gRPC overhead allowance.
+        let limit = MAX_REQUEST_BYTES + GRPC_OVERHEAD_BYTES;
+        if !fragment || resp.encoded_len() < limit || resp.events.len() < 2 {
             return self.send(resp).await;
         }
-        // Split into fragments under the request limit; all but the last are marked.
+        // Split into fragments under the limit; all but the last are marked.
         let WatchResponse { header, events, .. } = resp;
         let mut parts: Vec<Vec<Event>> = vec![Vec::new()];
         let mut size = 0;
         for e in events {
             let len = e.encoded_len();
-            if size + len > MAX_REQUEST_BYTES && parts.last().is_some_and(|p| !p.is_empty()) {
+            if size + len >= limit && parts.last().is_some_and(|p| !p.is_empty()) {
                 parts.push(Vec::new());
                 size = 0;
             }
@@ -334,7 +343,13 @@ impl WatchStreamTask {
 
     /// Periodic progress notification for watches that asked for it and were idle.
     async fn progress_tick(&mut self) -> bool {
+        // A notification at revision R promises every event up to R was
+        // sent: send what is committed first (this tick may have won the
+        // race against the commit notification).
         let header = self.header();
+        if !self.pump().await {
+            return false;
+        }
         let mut idle = Vec::new();
         for (id, w) in self.watchers.iter_mut() {
             if w.progress_notify && !w.sent_since_tick {

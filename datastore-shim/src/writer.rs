@@ -320,8 +320,8 @@ fn apply(
             }
         },
         WriteOp::ExpireLeases(ids) => {
-            // All expired leases of one tick share one revision; etcd would use one
-            // per lease, which no client can tell apart from a burst of revokes.
+            // The expiry task sends one lease per request, so that each
+            // revocation gets its own revision as in etcd.
             for id in ids {
                 if leases.get(id).is_some_and(|(_, expiry)| *expiry <= now) {
                     leases.remove(id);

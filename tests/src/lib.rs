@@ -521,8 +521,8 @@ mod tests {
 
     #[test]
     fn diff_marks_changes_with_context() {
-        let d = diff(&lines("a b c d e f g h i"), &lines("a b c X e f g h i j"));
-        assert!(d.contains("- d\n+ X\n") || d.contains("+ X\n- d\n"), "{d}");
+        let d = diff(&lines("a b c d e f g h i"), &lines("a b c d e X g h i j"));
+        assert!(d.contains("- f\n+ X\n") || d.contains("+ X\n- f\n"), "{d}");
         assert!(d.contains("+ j"), "{d}");
         assert!(!d.contains("  a\n"), "far context is elided: {d}");
     }

@@ -12,7 +12,9 @@ fn python() -> std::path::PathBuf {
 
 async fn run(backend: Backend) {
     let store = TestStore::start(backend).await.expect("start datastore");
-    let cp = ControlPlane::start(store.endpoint()).await.expect("start apiserver");
+    let cp = ControlPlane::start(store.endpoint())
+        .await
+        .expect("start apiserver");
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/python/client_test.py");
     let out = tokio::process::Command::new(python())
         .arg(script)
@@ -22,7 +24,10 @@ async fn run(backend: Backend) {
         .expect("run python (scripts/setup.sh creates ~/.cache/k3rs/venv)");
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "python client test failed:\n{stdout}\n{stderr}");
+    assert!(
+        out.status.success(),
+        "python client test failed:\n{stdout}\n{stderr}"
+    );
     assert!(stdout.contains("python client: ok"), "{stdout}");
     cp.shutdown();
     store.stop().await;
