@@ -7,7 +7,7 @@ use std::fmt;
 use serde_json::{Map, Value};
 
 use super::SelectorError;
-use super::names::{label_value, qualified_name};
+use crate::validation::names::{label_value, qualified_name};
 
 /// A requirement's operator; `==` is kept apart from `=` only so the
 /// canonical string round-trips as upstream's does.

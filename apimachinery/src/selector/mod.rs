@@ -5,7 +5,6 @@
 
 mod field;
 mod label;
-mod names;
 
 pub use field::{FieldOp, FieldRequirement, FieldSelector, field_value};
 pub use label::{LabelOp, LabelSelector, Requirement, format_labels};
