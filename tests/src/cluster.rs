@@ -79,16 +79,8 @@ impl ControlPlane {
         env: &[(&str, &str)],
     ) -> Result<Output> {
         use tokio::io::AsyncWriteExt;
-        let mut cmd = tokio::process::Command::new(kubectl_path(version)?);
-        cmd.arg("--kubeconfig")
-            .arg(&self.kubeconfig)
-            .args(args)
-            .env("KUBECACHEDIR", self.dir.path().join("kubecache"))
-            .env("HOME", self.dir.path())
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .kill_on_drop(true);
+        let mut cmd = self.kubectl_command(version, args)?;
+        cmd.stdin(std::process::Stdio::piped());
         for (k, v) in env {
             cmd.env(k, v);
         }
@@ -103,6 +95,21 @@ impl ControlPlane {
             .await
             .context("kubectl timed out")??;
         Ok(out)
+    }
+
+    /// A kubectl command for this cluster, with piped output, killed when
+    /// dropped; for commands that keep running (`get -w`).
+    pub fn kubectl_command(&self, version: &str, args: &[&str]) -> Result<tokio::process::Command> {
+        let mut cmd = tokio::process::Command::new(kubectl_path(version)?);
+        cmd.arg("--kubeconfig")
+            .arg(&self.kubeconfig)
+            .args(args)
+            .env("KUBECACHEDIR", self.dir.path().join("kubecache"))
+            .env("HOME", self.dir.path())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .kill_on_drop(true);
+        Ok(cmd)
     }
 
     /// Runs kubectl and returns stdout; fails the test with stderr otherwise.

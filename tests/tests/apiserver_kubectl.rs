@@ -402,22 +402,20 @@ async fn watch_and_wait(cp: ControlPlane, k: &str) -> ControlPlane {
     };
     cp.kubectl_in(k, &["create", "-f", "-"], Some(&cm("w1")))
         .await;
-    let path = k3rs_e2e::cluster::kubectl_path(k).expect("kubectl");
-    let mut watcher = tokio::process::Command::new(path)
-        .arg("--kubeconfig")
-        .arg(&cp.kubeconfig)
-        .args([
-            "get",
-            "cm",
-            "-w",
-            "--output-watch-events",
-            "-o",
-            "custom-columns=EVENT:.type,NAME:.object.metadata.name",
-            "--no-headers",
-        ])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .kill_on_drop(true)
+    let mut watcher = cp
+        .kubectl_command(
+            k,
+            &[
+                "get",
+                "cm",
+                "-w",
+                "--output-watch-events",
+                "-o",
+                "custom-columns=EVENT:.type,NAME:.object.metadata.name",
+                "--no-headers",
+            ],
+        )
+        .expect("kubectl")
         .spawn()
         .expect("spawn kubectl get -w");
     let stdout = watcher.stdout.take().expect("stdout");
@@ -460,19 +458,17 @@ async fn watch_and_wait(cp: ControlPlane, k: &str) -> ControlPlane {
     drop(watcher);
 
     // wait --for=jsonpath returns once a later patch makes it true.
-    let waiter = {
-        let path = k3rs_e2e::cluster::kubectl_path(k).expect("kubectl");
-        tokio::process::Command::new(path)
-            .arg("--kubeconfig")
-            .arg(&cp.kubeconfig)
-            .args([
-                "wait",
-                "cm/w1",
-                "--for=jsonpath={.data.a}=done",
-                "--timeout=20s",
-            ])
-            .output()
-    };
+    let waiter = cp.kubectl_with(
+        k,
+        &[
+            "wait",
+            "cm/w1",
+            "--for=jsonpath={.data.a}=done",
+            "--timeout=20s",
+        ],
+        None,
+        &[],
+    );
     let patcher = async {
         tokio::time::sleep(Duration::from_millis(700)).await;
         cp.kubectl(
