@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use k3rs_common::pki::{Ca, CertSpec};
+use k3rs_common::pki::{Ca, CertSpec, layout};
 use serde_json::json;
 
 use crate::store::Cas;
@@ -39,8 +39,8 @@ impl Pki {
 pub fn ensure_pki(config: &Config) -> Result<Pki, Error> {
     let dir = &config.cert_dir;
     std::fs::create_dir_all(dir).map_err(|e| Error::Config(format!("{}: {e}", dir.display())))?;
-    let ca = Ca::load_or_generate(dir, "server-ca", "k3rs-server-ca")?;
-    let ca_cert = dir.join("server-ca.crt");
+    let ca = Ca::load_or_generate(dir, layout::SERVER_CA, layout::SERVER_CA_CN)?;
+    let ca_cert = dir.join(format!("{}.crt", layout::SERVER_CA));
     let (serving_cert, serving_key) = match (&config.tls_cert_file, &config.tls_key_file) {
         (Some(c), Some(k)) => (c.clone(), k.clone()),
         _ => {
@@ -68,10 +68,10 @@ pub fn ensure_pki(config: &Config) -> Result<Pki, Error> {
                 validity_days: 365,
                 ..Default::default()
             };
-            ca.load_or_issue(dir, "serving-kube-apiserver", &spec, 90)?;
+            ca.load_or_issue(dir, layout::APISERVER_SERVING, &spec, 90)?;
             (
-                dir.join("serving-kube-apiserver.crt"),
-                dir.join("serving-kube-apiserver.key"),
+                dir.join(format!("{}.crt", layout::APISERVER_SERVING)),
+                dir.join(format!("{}.key", layout::APISERVER_SERVING)),
             )
         }
     };
@@ -81,7 +81,7 @@ pub fn ensure_pki(config: &Config) -> Result<Pki, Error> {
         .unwrap_or_else(|| ca_cert.clone());
     let admin = ca.load_or_issue(
         dir,
-        "client-admin",
+        layout::ADMIN_CLIENT,
         &CertSpec {
             common_name: "system:admin".into(),
             organizations: vec!["system:masters".into()],
@@ -91,7 +91,7 @@ pub fn ensure_pki(config: &Config) -> Result<Pki, Error> {
         },
         90,
     )?;
-    let admin_kubeconfig = dir.join("admin.kubeconfig");
+    let admin_kubeconfig = dir.join(layout::ADMIN_KUBECONFIG);
     Ok(Pki {
         ca_cert,
         serving_cert,
@@ -155,9 +155,19 @@ async fn ensure_system_objects(
         });
         create_if_missing(api, &format!("/registry/namespaces/{ns}"), obj).await?;
     }
-    let ip = allocator::first_ip(&config.service_cidr)
-        .map(|i| i.to_string())
-        .unwrap_or_default();
+    let first = allocator::first_ip(&config.service_cidr);
+    if let Some(addr) = first {
+        let owner = allocator::Owner {
+            namespace: "default".into(),
+            name: "kubernetes".into(),
+        };
+        // Reserved before the Service exists so no other Service can take it.
+        let _ = api
+            .store
+            .create(&allocator::ip_key(addr), allocator::ip_record(addr, &owner))
+            .await?;
+    }
+    let ip = first.map(|i| i.to_string()).unwrap_or_default();
     let svc = json!({
         "kind": "Service", "apiVersion": "v1",
         "metadata": {"name": "kubernetes", "namespace": "default", "uid": uuid::Uuid::new_v4().to_string(),

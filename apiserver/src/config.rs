@@ -45,8 +45,28 @@ pub struct Cli {
     /// CSV: token,user,uid,"group1,group2".
     #[arg(long, env = "K3RS_TOKEN_AUTH_FILE")]
     pub token_auth_file: Option<PathBuf>,
+    /// PEM key (public or private) that verifies service-account tokens; the
+    /// signing key when `--service-account-signing-key-file` is not given.
+    /// Default: `<cert-dir>/service.key`, generated on first start.
     #[arg(long, env = "K3RS_SERVICE_ACCOUNT_KEY_FILE")]
     pub service_account_key_file: Option<PathBuf>,
+    /// PEM private key (ECDSA P-256 or RSA) that signs service-account tokens.
+    #[arg(long, env = "K3RS_SERVICE_ACCOUNT_SIGNING_KEY_FILE")]
+    pub service_account_signing_key_file: Option<PathBuf>,
+    /// The `iss` of the tokens this server signs (and accepts).
+    #[arg(
+        long,
+        env = "K3RS_SERVICE_ACCOUNT_ISSUER",
+        default_value = "https://kubernetes.default.svc.cluster.local"
+    )]
+    pub service_account_issuer: String,
+    /// NodePort range, `low-high`.
+    #[arg(
+        long,
+        env = "K3RS_SERVICE_NODE_PORT_RANGE",
+        default_value = "30000-32767"
+    )]
+    pub service_node_port_range: String,
     #[arg(
         long,
         env = "K3RS_SERVICE_CLUSTER_IP_RANGE",
@@ -75,6 +95,10 @@ pub struct Config {
     pub client_ca_file: Option<PathBuf>,
     pub token_auth_file: Option<PathBuf>,
     pub service_cidr: String,
+    pub node_port_range: (u16, u16),
+    pub sa_key_file: Option<PathBuf>,
+    pub sa_signing_key_file: Option<PathBuf>,
+    pub sa_issuer: String,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -128,6 +152,12 @@ impl Cli {
                 self.service_cluster_ip_range
             )));
         }
+        let node_port_range = parse_port_range(&self.service_node_port_range).ok_or_else(|| {
+            ConfigError(format!(
+                "--service-node-port-range: {:?} is not low-high with 1 <= low <= high <= 65535",
+                self.service_node_port_range
+            ))
+        })?;
         Ok(Config {
             etcd_servers: self.etcd_servers,
             etcd_ca: self.etcd_cafile,
@@ -143,6 +173,16 @@ impl Cli {
             client_ca_file: self.client_ca_file,
             token_auth_file: self.token_auth_file,
             service_cidr: self.service_cluster_ip_range,
+            node_port_range,
+            sa_key_file: self.service_account_key_file,
+            sa_signing_key_file: self.service_account_signing_key_file,
+            sa_issuer: self.service_account_issuer,
         })
     }
+}
+
+fn parse_port_range(s: &str) -> Option<(u16, u16)> {
+    let (lo, hi) = s.split_once('-')?;
+    let (lo, hi): (u16, u16) = (lo.trim().parse().ok()?, hi.trim().parse().ok()?);
+    (lo >= 1 && lo <= hi).then_some((lo, hi))
 }

@@ -76,6 +76,7 @@ pub struct Api {
     pub authorizer: Authorizer,
     pub metrics: metrics::Metrics,
     pub advertise: String,
+    pub ranges: allocator::ServiceRanges,
 }
 
 impl Api {
@@ -122,6 +123,8 @@ pub async fn start(config: Config) -> Result<Server, Error> {
         key_file: config.etcd_key.clone(),
     });
     let store = connect_with_retry(&config.etcd_servers, etcd_tls.as_ref()).await;
+    let ranges = allocator::ServiceRanges::new(&config.service_cidr, config.node_port_range)
+        .ok_or_else(|| Error::Config(format!("bad service range {}", config.service_cidr)))?;
     let cache = WatchCache::new();
     let mut tasks = vec![tokio::spawn(cache.clone().run(store.clone()))];
     let listener = tokio::net::TcpListener::bind(config.bind)
@@ -142,7 +145,13 @@ pub async fn start(config: Config) -> Result<Server, Error> {
         authorizer: Authorizer,
         metrics: metrics::Metrics::default(),
         advertise: format!("{}:{}", config.advertise, local_addr.port()),
+        ranges: ranges.clone(),
     });
+    tasks.push(tokio::spawn(allocator::run_repair(
+        store.clone(),
+        ranges,
+        std::time::Duration::from_secs(180),
+    )));
     tasks.push(tokio::spawn(bootstrap::run_system_objects(
         api.clone(),
         config.clone(),

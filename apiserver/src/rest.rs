@@ -13,7 +13,6 @@ use k3rs_apimachinery::selector::{FieldSelector, LabelSelector};
 use k3rs_apimachinery::{defaults, validation};
 use serde_json::{Map, Value, json};
 
-use crate::Api;
 use crate::authn::UserInfo;
 use crate::http::{self as h, Resp};
 use crate::managed_fields::{self, ListKind};
@@ -24,6 +23,7 @@ use crate::status::{ApiError, ApiResult};
 use crate::store::{Cas, Kv};
 use crate::table;
 use crate::watch_cache::Entry;
+use crate::{Api, allocator};
 
 /// Bodies above this are refused, as upstream does (3 MiB).
 pub const MAX_BODY: usize = 3 * 1024 * 1024;
@@ -649,17 +649,59 @@ async fn create_checked(ctx: &Ctx<'_>, mut obj: Value, record: bool) -> ApiResul
             None,
         );
     }
+    let claims = allocate(ctx, &name, &mut obj, None).await?;
     if ctx.query.dry_run() {
         return Ok(value_resp(ctx, 201, &obj));
     }
     let key = ctx.key(&name)?;
     let bytes = serde_json::to_vec(&obj).map_err(|e| ApiError::internal(e.to_string()))?;
-    match ctx.api.store.create(&key, bytes).await? {
+    let written = ctx.api.store.create(&key, bytes).await;
+    let landed = matches!(written, Ok(Cas::Done(_)));
+    settle(ctx, claims, landed).await;
+    match written? {
         Cas::Done(rev) => {
             meta_mut(&mut obj).insert("resourceVersion".into(), json!(rev.to_string()));
             Ok(value_resp(ctx, 201, &obj))
         }
         Cas::Failed(_) => Err(ApiError::already_exists(res, &name)),
+    }
+}
+
+/// Service addresses and node ports for a Service being written (nothing for
+/// other kinds).
+async fn allocate(
+    ctx: &Ctx<'_>,
+    name: &str,
+    obj: &mut Value,
+    old: Option<&Value>,
+) -> ApiResult<Option<allocator::Claims>> {
+    if !(ctx.res.group.is_empty() && ctx.res.kind == "Service") {
+        return Ok(None);
+    }
+    let api = ctx.api;
+    match allocator::allocate(&api.store, &api.ranges, obj, old, ctx.query.dry_run()).await {
+        Ok(c) => Ok(Some(c)),
+        Err(allocator::AllocError::Invalid(errs)) => Err(ApiError::invalid(ctx.res, name, &errs)),
+        Err(allocator::AllocError::Full(msg)) => Err(ApiError::internal(msg)),
+        Err(allocator::AllocError::Store(e)) => Err(e.into()),
+    }
+}
+
+/// Keeps a write's allocations when it landed, gives them back when not.
+async fn settle(ctx: &Ctx<'_>, claims: Option<allocator::Claims>, landed: bool) {
+    if let Some(c) = claims {
+        if landed {
+            c.commit(&ctx.api.store).await;
+        } else {
+            c.rollback(&ctx.api.store).await;
+        }
+    }
+}
+
+/// Frees what a Service held once it is gone from the store.
+async fn released(ctx: &Ctx<'_>, obj: &Value) {
+    if ctx.res.group.is_empty() && ctx.res.kind == "Service" {
+        allocator::release_service(&ctx.api.store, obj).await;
     }
 }
 
@@ -782,6 +824,11 @@ async fn write_update(
             sub,
         );
     }
+    let claims = if part == Part::Main {
+        allocate(ctx, &name, &mut new, Some(&old)).await?
+    } else {
+        None
+    };
 
     // Finalizers gone from an object being deleted: the delete completes now.
     let deleting = new["metadata"].get("deletionTimestamp").is_some();
@@ -789,8 +836,10 @@ async fn write_update(
         .as_array()
         .is_none_or(Vec::is_empty);
     if deleting && finalizers_empty && !ctx.query.dry_run() {
+        settle(ctx, claims, false).await;
         return match ctx.api.store.delete(&ctx.key(&name)?, cur.mod_rev).await? {
             Cas::Done(rev) => {
+                released(ctx, &old).await;
                 meta_mut(&mut new).insert("resourceVersion".into(), json!(rev.to_string()));
                 Ok(Ok(value_resp(ctx, 200, &new)))
             }
@@ -799,16 +848,18 @@ async fn write_update(
     }
     if new == old || ctx.query.dry_run() {
         // A no-op write keeps the stored revision, as upstream does.
+        settle(ctx, claims, false).await;
         meta_mut(&mut new).insert("resourceVersion".into(), json!(cur.mod_rev.to_string()));
         return Ok(Ok(value_resp(ctx, 200, &new)));
     }
     let bytes = serde_json::to_vec(&new).map_err(|e| ApiError::internal(e.to_string()))?;
-    match ctx
+    let written = ctx
         .api
         .store
         .update(&ctx.key(&name)?, bytes, cur.mod_rev)
-        .await?
-    {
+        .await;
+    settle(ctx, claims, matches!(written, Ok(Cas::Done(_)))).await;
+    match written? {
         Cas::Done(rev) => {
             meta_mut(&mut new).insert("resourceVersion".into(), json!(rev.to_string()));
             Ok(Ok(value_resp(ctx, 200, &new)))
@@ -1127,7 +1178,10 @@ async fn delete_one(ctx: &Ctx<'_>, opts: &DeleteOptions, cur: &Kv) -> ApiResult<
         return Ok(Some(value_resp(ctx, 200, &obj)));
     }
     match ctx.api.store.delete(&cur.key, cur.mod_rev).await? {
-        Cas::Done(_) => Ok(Some(value_resp(ctx, 200, &obj))),
+        Cas::Done(_) => {
+            released(ctx, &obj).await;
+            Ok(Some(value_resp(ctx, 200, &obj)))
+        }
         Cas::Failed(None) => Err(ApiError::not_found(res, &name)),
         Cas::Failed(Some(_)) => Ok(None),
     }

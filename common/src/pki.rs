@@ -27,6 +27,36 @@ pub enum PkiError {
     BadCert(String),
 }
 
+/// File names inside a server's cert dir (`<data-dir>/server/tls/`). The
+/// supervisor and the API server both bootstrap from them, so a cert dir made
+/// by either is reused by the other.
+pub mod layout {
+    /// The cluster CA (`server-ca.crt` / `server-ca.key`).
+    pub const SERVER_CA: &str = "server-ca";
+    pub const SERVER_CA_CN: &str = "k3rs-server-ca";
+    /// The API server's serving certificate (`.crt` / `.key`).
+    pub const APISERVER_SERVING: &str = "serving-kube-apiserver";
+    /// The admin (`system:admin`, `system:masters`) client certificate.
+    pub const ADMIN_CLIENT: &str = "client-admin";
+    /// The admin kubeconfig the API server writes for itself.
+    pub const ADMIN_KUBECONFIG: &str = "admin.kubeconfig";
+    /// The service-account signing key (PKCS#8 PEM, ECDSA P-256).
+    pub const SERVICE_ACCOUNT_KEY: &str = "service.key";
+}
+
+/// Loads the PEM private key at `path`, generating an ECDSA P-256 key
+/// (PKCS#8, 0600) when the file does not exist. Used to sign service-account
+/// tokens.
+pub fn load_or_generate_signing_key(path: &Path) -> Result<String, PkiError> {
+    if path.exists() {
+        return read(path);
+    }
+    let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?;
+    let pem = key.serialize_pem();
+    write_private(path, &pem)?;
+    Ok(pem)
+}
+
 /// A PEM certificate with its PEM private key.
 #[derive(Clone)]
 pub struct CertKey {

@@ -629,4 +629,59 @@ pub fn prepare_service_update(new: &mut Value, old: &Value) {
     {
         ns.insert("healthCheckNodePort".into(), v.clone());
     }
+    drop_type_dependent_fields(&nt, ns, os);
+}
+
+/// A type change drops the fields only the old type uses, when the update
+/// carried them over unchanged (upstream's `dropTypeDependentFields`), so
+/// `kubectl patch -p '{"spec":{"type":"ClusterIP"}}'` on a NodePort Service
+/// just works.
+fn drop_type_dependent_fields(nt: &str, ns: &mut Map<String, Value>, os: &Map<String, Value>) {
+    let same = |ns: &Map<String, Value>, k: &str| ns.get(k).is_some() && ns.get(k) == os.get(k);
+    if nt == "ExternalName" {
+        for k in ["clusterIP", "clusterIPs", "ipFamilies", "ipFamilyPolicy"] {
+            if same(ns, k) {
+                ns.remove(k);
+            }
+        }
+    }
+    if !matches!(nt, "NodePort" | "LoadBalancer") {
+        let old_ports: Vec<Option<&Value>> = os
+            .get("ports")
+            .and_then(Value::as_array)
+            .map(|a| a.iter().map(|p| p.get("nodePort")).collect())
+            .unwrap_or_default();
+        let new_ports: Vec<Option<&Value>> = ns
+            .get("ports")
+            .and_then(Value::as_array)
+            .map(|a| a.iter().map(|p| p.get("nodePort")).collect())
+            .unwrap_or_default();
+        let unchanged = new_ports
+            .iter()
+            .all(|np| np.is_none_or(|v| v.is_null() || old_ports.contains(&Some(v))));
+        if unchanged && let Some(ports) = ns.get_mut("ports").and_then(Value::as_array_mut) {
+            for p in ports.iter_mut().filter_map(Value::as_object_mut) {
+                p.remove("nodePort");
+            }
+        }
+    }
+    if nt != "LoadBalancer" {
+        for k in [
+            "allocateLoadBalancerNodePorts",
+            "loadBalancerClass",
+            "healthCheckNodePort",
+        ] {
+            if same(ns, k) {
+                ns.remove(k);
+            }
+        }
+    }
+    let external = matches!(nt, "NodePort" | "LoadBalancer")
+        || ns
+            .get("externalIPs")
+            .and_then(Value::as_array)
+            .is_some_and(|a| !a.is_empty());
+    if !external && same(ns, "externalTrafficPolicy") {
+        ns.remove("externalTrafficPolicy");
+    }
 }
