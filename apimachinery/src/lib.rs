@@ -8,8 +8,10 @@
 pub mod defaults;
 pub mod field;
 pub mod patch;
+pub mod protobuf;
 pub mod selector;
 pub mod table;
 pub mod validation;
 
 pub use field::{FieldError, FieldErrorKind, FieldErrors};
+pub use protobuf::ProtobufError;

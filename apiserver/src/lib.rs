@@ -16,7 +16,6 @@ pub mod managed_fields;
 pub mod metrics;
 pub mod object;
 pub mod openapi;
-pub mod protobuf;
 pub mod request;
 pub mod resources;
 pub mod rest;

@@ -128,7 +128,7 @@ async fn dispatch(ctx: &Ctx<'_>, method: &Method, body: Bytes) -> ApiResult<Resp
     }
 }
 
-/// Decodes a JSON or YAML request body.
+/// Decodes a JSON, YAML or Kubernetes-protobuf request body.
 pub fn decode_body(headers: &HeaderMap, body: &[u8]) -> ApiResult<Value> {
     if body.len() > MAX_BODY {
         return Err(ApiError::too_large());
@@ -146,8 +146,15 @@ pub fn decode_body(headers: &HeaderMap, body: &[u8]) -> ApiResult<Value> {
                 "the body of the request could not be decoded as JSON: {e}"
             ))
         })?
+    } else if ct.contains("application/vnd.kubernetes.protobuf") {
+        // Typed clients (kubectl create/expose/drain, client-go) send
+        // protobuf; the object is stored and served as JSON like any other.
+        k3rs_apimachinery::protobuf::decode(body).map_err(|e| {
+            ApiError::bad_request(format!(
+                "the body of the request could not be decoded as protobuf: {e}"
+            ))
+        })?
     } else {
-        // Protobuf bodies are read only for the review kinds (review.rs).
         return Err(ApiError::unsupported_media_type(ct));
     };
     if !v.is_object() {

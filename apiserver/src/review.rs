@@ -10,17 +10,7 @@ use crate::rest::{Ctx, decode_body};
 use crate::status::{ApiError, ApiResult};
 
 pub fn create(ctx: &Ctx<'_>, body: &Bytes) -> ApiResult<Resp> {
-    let ct = ctx
-        .headers
-        .get(http::header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
-    let mut obj = if ct.contains("protobuf") {
-        crate::protobuf::decode(ctx.res.kind, body)
-            .ok_or_else(|| ApiError::unsupported_media_type(ct))?
-    } else {
-        decode_body(ctx.headers, body)?
-    };
+    let mut obj = decode_body(ctx.headers, body)?;
     obj["apiVersion"] = json!(ctx.res.api_version());
     obj["kind"] = json!(ctx.res.kind);
     if obj.get("metadata").is_none() {

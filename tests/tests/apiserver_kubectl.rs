@@ -553,6 +553,185 @@ async fn discovery_explain_auth(cp: ControlPlane, k: &str) -> ControlPlane {
     cp
 }
 
+/// kubectl's generators send protobuf bodies (typed client-go clients):
+/// create configmap/secret/deployment/service/job/namespace/quota/role,
+/// expose, and the objects come back as kubectl itself built them.
+async fn generators(cp: ControlPlane, k: &str) -> ControlPlane {
+    let run = |args: &'static [&'static str]| {
+        let cp = &cp;
+        async move { cp.kubectl(k, args).await }
+    };
+    let out = run(&[
+        "create",
+        "configmap",
+        "cfg",
+        "--from-literal=a=1",
+        "--from-literal=b=two",
+    ])
+    .await;
+    assert_eq!(out.trim(), "configmap/cfg created");
+    let cm = json(&run(&["get", "cm", "cfg", "-o", "json"]).await);
+    assert_eq!(cm["data"], serde_json::json!({"a": "1", "b": "two"}));
+
+    let out = run(&[
+        "create",
+        "secret",
+        "generic",
+        "sec",
+        "--from-literal=password=s3cr3t",
+    ])
+    .await;
+    assert_eq!(out.trim(), "secret/sec created");
+    let sec = json(&run(&["get", "secret", "sec", "-o", "json"]).await);
+    assert_eq!(sec["data"]["password"], "czNjcjN0");
+    assert_eq!(sec["type"], "Opaque");
+
+    let out = run(&[
+        "create",
+        "deployment",
+        "gen",
+        "--image=busybox:1.36",
+        "--replicas=0",
+        "--port=8080",
+    ])
+    .await;
+    assert_eq!(out.trim(), "deployment.apps/gen created");
+    let d = json(&run(&["get", "deploy", "gen", "-o", "json"]).await);
+    assert_eq!(d["spec"]["replicas"], 0, "a pointer zero survives");
+    assert_eq!(d["spec"]["selector"]["matchLabels"]["app"], "gen");
+    let c = &d["spec"]["template"]["spec"]["containers"][0];
+    assert_eq!(c["image"], "busybox:1.36");
+    assert_eq!(c["ports"][0]["containerPort"], 8080);
+    assert_eq!(
+        c["imagePullPolicy"], "IfNotPresent",
+        "server defaults apply"
+    );
+    assert_eq!(d["spec"]["strategy"]["type"], "RollingUpdate");
+
+    let out = run(&[
+        "expose",
+        "deployment",
+        "gen",
+        "--port=80",
+        "--target-port=8080",
+    ])
+    .await;
+    assert_eq!(out.trim(), "service/gen exposed");
+    let svc = json(&run(&["get", "svc", "gen", "-o", "json"]).await);
+    assert_eq!(svc["spec"]["ports"][0]["targetPort"], 8080);
+    assert_eq!(svc["spec"]["selector"]["app"], "gen");
+    assert!(
+        svc["spec"]["clusterIP"]
+            .as_str()
+            .is_some_and(|ip| ip.starts_with("10.43."))
+    );
+
+    let out = run(&["create", "service", "nodeport", "np", "--tcp=80:8080"]).await;
+    assert_eq!(out.trim(), "service/np created");
+    let np = json(&run(&["get", "svc", "np", "-o", "json"]).await);
+    assert!(
+        np["spec"]["ports"][0]["nodePort"]
+            .as_i64()
+            .is_some_and(|p| p >= 30000)
+    );
+    assert_eq!(np["spec"]["ports"][0]["targetPort"], 8080);
+
+    for (args, want) in [
+        (
+            &["create", "namespace", "gen-ns"][..],
+            "namespace/gen-ns created",
+        ),
+        (
+            &[
+                "create",
+                "job",
+                "once",
+                "--image=busybox:1.36",
+                "--",
+                "true",
+            ][..],
+            "job.batch/once created",
+        ),
+        (
+            &[
+                "create",
+                "cronjob",
+                "tick",
+                "--image=busybox:1.36",
+                "--schedule=*/5 * * * *",
+            ][..],
+            "cronjob.batch/tick created",
+        ),
+        (
+            &["create", "quota", "q", "--hard=pods=10"][..],
+            "resourcequota/q created",
+        ),
+        (
+            &["create", "serviceaccount", "robot"][..],
+            "serviceaccount/robot created",
+        ),
+        (
+            &[
+                "create",
+                "role",
+                "reader",
+                "--verb=get,list",
+                "--resource=pods",
+            ][..],
+            "role.rbac.authorization.k8s.io/reader created",
+        ),
+        (
+            &[
+                "create",
+                "rolebinding",
+                "rb",
+                "--role=reader",
+                "--serviceaccount=default:robot",
+            ][..],
+            "rolebinding.rbac.authorization.k8s.io/rb created",
+        ),
+        (
+            &["create", "priorityclass", "high", "--value=1000"][..],
+            "priorityclass.scheduling.k8s.io/high created",
+        ),
+        (
+            &[
+                "create",
+                "pdb",
+                "gen-pdb",
+                "--selector=app=gen",
+                "--min-available=1",
+            ][..],
+            "poddisruptionbudget.policy/gen-pdb created",
+        ),
+    ] {
+        let out = cp.kubectl(k, args).await;
+        assert_eq!(out.trim(), want, "{args:?}");
+    }
+    let job = json(&run(&["get", "job", "once", "-o", "json"]).await);
+    assert_eq!(
+        job["spec"]["template"]["spec"]["containers"][0]["command"],
+        serde_json::json!(["true"])
+    );
+    assert_eq!(job["spec"]["template"]["spec"]["restartPolicy"], "Never");
+    let role = json(&run(&["get", "role", "reader", "-o", "json"]).await);
+    assert_eq!(
+        role["rules"][0]["verbs"],
+        serde_json::json!(["get", "list"])
+    );
+
+    // A duplicate create through protobuf is the same AlreadyExists.
+    let err = cp
+        .kubectl_fails(
+            k,
+            &["create", "configmap", "cfg", "--from-literal=a=1"],
+            None,
+        )
+        .await;
+    assert!(err.contains("configmaps \"cfg\" already exists"), "{err}");
+    cp
+}
+
 macro_rules! matrix {
     ($($scenario:ident),* $(,)?) => {$(
         mod $scenario {
@@ -577,5 +756,6 @@ matrix!(
     crud,
     apply_edit_patch,
     watch_and_wait,
-    discovery_explain_auth
+    discovery_explain_auth,
+    generators
 );
