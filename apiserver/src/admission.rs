@@ -7,7 +7,7 @@ use crate::Api;
 use crate::resources::ResourceDef;
 use crate::status::ApiResult;
 
-pub async fn mutate_create(_api: &Api, res: &ResourceDef, obj: &mut Value) -> ApiResult<()> {
+pub async fn mutate_create(api: &Api, res: &ResourceDef, obj: &mut Value) -> ApiResult<()> {
     match (res.group, res.kind) {
         ("", "Pod") => {
             // ServiceAccount admission: every pod runs as some service account.
@@ -20,6 +20,11 @@ pub async fn mutate_create(_api: &Api, res: &ResourceDef, obj: &mut Value) -> Ap
             if obj["spec"]["serviceAccount"].is_null() {
                 obj["spec"]["serviceAccount"] = obj["spec"]["serviceAccountName"].clone();
             }
+            let ns = obj["metadata"]["namespace"]
+                .as_str()
+                .unwrap_or("default")
+                .to_string();
+            crate::serviceaccount::admit_pod(api, &ns, obj).await?;
             // A new pod starts Pending whatever the client sent as status.
             obj["status"] = json!({"phase": "Pending", "qosClass": qos_class(&obj["spec"])});
         }

@@ -11,6 +11,8 @@ pub struct UserInfo {
     pub name: String,
     pub uid: String,
     pub groups: Vec<String>,
+    /// Extra attributes (service-account tokens: pod name/uid, credential id).
+    pub extra: std::collections::BTreeMap<String, Vec<String>>,
 }
 
 impl UserInfo {
@@ -22,6 +24,7 @@ impl UserInfo {
             name: name.into(),
             uid: uid.into(),
             groups,
+            extra: Default::default(),
         }
     }
 
@@ -30,6 +33,9 @@ impl UserInfo {
         let mut v = json!({"username": self.name, "groups": self.groups});
         if !self.uid.is_empty() {
             v["uid"] = json!(self.uid);
+        }
+        if !self.extra.is_empty() {
+            v["extra"] = json!(self.extra);
         }
         v
     }

@@ -20,8 +20,10 @@ pub mod request;
 pub mod resources;
 pub mod rest;
 pub mod review;
+pub mod sa_token;
 pub mod schema;
 pub mod server;
+pub mod serviceaccount;
 pub mod status;
 pub mod store;
 pub mod subresource;
@@ -76,11 +78,16 @@ pub struct Api {
     pub metrics: metrics::Metrics,
     pub advertise: String,
     pub ranges: allocator::ServiceRanges,
+    pub sa: serviceaccount::Issuer,
 }
 
 impl Api {
-    pub fn authenticate_token(&self, token: &str) -> Option<UserInfo> {
-        self.tokens.authenticate(token)
+    /// Static tokens first, then service-account JWTs.
+    pub async fn authenticate_token(&self, token: &str) -> Option<UserInfo> {
+        if let Some(u) = self.tokens.authenticate(token) {
+            return Some(u);
+        }
+        serviceaccount::authenticate(self, token).await
     }
 }
 
@@ -122,6 +129,8 @@ pub async fn start(config: Config) -> Result<Server, Error> {
         key_file: config.etcd_key.clone(),
     });
     let store = connect_with_retry(&config.etcd_servers, etcd_tls.as_ref()).await;
+    let sa = serviceaccount::Issuer::from_config(&config)
+        .map_err(|e| Error::Config(format!("service-account keys: {e}")))?;
     let ranges = allocator::ServiceRanges::new(&config.service_cidr, config.node_port_range)
         .ok_or_else(|| Error::Config(format!("bad service range {}", config.service_cidr)))?;
     let cache = WatchCache::new();
@@ -145,6 +154,7 @@ pub async fn start(config: Config) -> Result<Server, Error> {
         metrics: metrics::Metrics::default(),
         advertise: format!("{}:{}", config.advertise, local_addr.port()),
         ranges: ranges.clone(),
+        sa,
     });
     tasks.push(tokio::spawn(allocator::run_repair(
         store.clone(),

@@ -49,7 +49,7 @@ impl Ctx<'_> {
         }
     }
 
-    fn name(&self) -> &str {
+    pub fn name(&self) -> &str {
         self.info.name.as_deref().unwrap_or("")
     }
 
@@ -100,7 +100,7 @@ async fn dispatch(ctx: &Ctx<'_>, method: &Method, body: Bytes) -> ApiResult<Resp
     }
     if res.storage == Storage::Virtual {
         return match *method {
-            Method::POST => crate::review::create(ctx, &body),
+            Method::POST => crate::review::create(ctx, &body).await,
             _ => Err(ApiError::method_not_allowed(format!(
                 "the server does not allow this method on the requested resource ({})",
                 res.plural

@@ -9,7 +9,7 @@ use crate::http::{self as h, Resp};
 use crate::rest::{Ctx, decode_body};
 use crate::status::{ApiError, ApiResult};
 
-pub fn create(ctx: &Ctx<'_>, body: &Bytes) -> ApiResult<Resp> {
+pub async fn create(ctx: &Ctx<'_>, body: &Bytes) -> ApiResult<Resp> {
     let mut obj = decode_body(ctx.headers, body)?;
     obj["apiVersion"] = json!(ctx.res.api_version());
     obj["kind"] = json!(ctx.res.kind);
@@ -29,9 +29,10 @@ pub fn create(ctx: &Ctx<'_>, body: &Bytes) -> ApiResult<Resp> {
         }),
         "TokenReview" => {
             let token = obj["spec"]["token"].as_str().unwrap_or("");
-            match ctx.api.authenticate_token(token) {
-                Some(u) => json!({"authenticated": true, "user": u.to_json()}),
-                None => json!({"authenticated": false}),
+            match ctx.api.authenticate_token(token).await {
+                Some(u) => json!({"authenticated": true, "user": u.to_json(),
+                                  "audiences": ctx.api.sa.audiences}),
+                None => json!({"authenticated": false, "error": "invalid bearer token"}),
             }
         }
         other => {

@@ -80,7 +80,7 @@ fn anonymous_ok(path: &str) -> bool {
         || path.starts_with("/readyz/")
 }
 
-fn authenticate(
+async fn authenticate(
     api: &Api,
     cert_user: Option<UserInfo>,
     req: &Request<Incoming>,
@@ -91,7 +91,7 @@ fn authenticate(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
     {
-        return api.authenticate_token(token.trim());
+        return api.authenticate_token(token.trim()).await;
     }
     cert_user
 }
@@ -105,7 +105,7 @@ async fn handle(
     let started = Instant::now();
     let method = req.method().clone();
     let path = req.uri().path().to_string();
-    let user = authenticate(&api, cert_user, &req);
+    let user = authenticate(&api, cert_user, &req).await;
     let (resp, verb, resource) = match user {
         None if !anonymous_ok(&path) => (
             h::error(&ApiError::unauthorized()),
@@ -117,6 +117,7 @@ async fn handle(
                 name: "system:anonymous".into(),
                 uid: String::new(),
                 groups: vec!["system:unauthenticated".into()],
+                extra: Default::default(),
             });
             route(&api, &user, req).await
         }
@@ -240,6 +241,8 @@ fn non_resource(api: &Api, path: &str, accept: &str) -> Option<Resp> {
             }
         }
         "/version" => h::json(200, &version()),
+        "/.well-known/openid-configuration" => h::json(200, &api.sa.openid_configuration()),
+        "/openid/v1/jwks" => h::json(200, &api.sa.jwks()),
         "/metrics" => h::bytes_resp(200, "text/plain; version=0.0.4", api.metrics.render()),
         "/openapi/v2" => {
             // kubectl asks for protobuf first; it copes with a refusal and

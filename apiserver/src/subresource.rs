@@ -35,9 +35,13 @@ pub async fn dispatch(ctx: &Ctx<'_>, method: &Method, sub: &str, body: Bytes) ->
                 ctx.res.plural
             )))
         }
-        ("token", &Method::POST) => Err(ApiError::unavailable(
-            "service account token issuing is not enabled (no --service-account-key-file)",
-        )),
+        ("token", &Method::POST) => {
+            let req = decode_body(ctx.headers, &body)?;
+            let ns = ctx.info.namespace.as_deref().unwrap_or("default");
+            let out =
+                crate::serviceaccount::token_request(ctx.api, ctx.res, ns, ctx.name(), req).await?;
+            Ok(h::json(201, &out))
+        }
         _ => Err(ApiError::method_not_allowed(format!(
             "the server does not allow this method on the requested resource ({}/{sub})",
             ctx.res.plural

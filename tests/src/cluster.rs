@@ -17,7 +17,23 @@ pub struct ControlPlane {
 impl ControlPlane {
     /// Starts an apiserver on `etcd` and waits until it is ready.
     pub async fn start(etcd: &str) -> Result<Self> {
-        let dir = tempfile::tempdir()?;
+        Self::start_in(etcd, tempfile::tempdir()?).await
+    }
+
+    /// Stops this apiserver and starts a new one on the same etcd and cert
+    /// dir (same CA, service-account key and admin credentials).
+    pub async fn restart(self, etcd: &str) -> Result<Self> {
+        self.api.shutdown();
+        Self::start_in(etcd, self.dir).await
+    }
+
+    /// The API server's URL and CA certificate (PEM).
+    pub fn server_and_ca(&self) -> Result<(String, String)> {
+        let ca = std::fs::read_to_string(&self.api.ca_file)?;
+        Ok((format!("https://{}", self.api.local_addr), ca))
+    }
+
+    async fn start_in(etcd: &str, dir: tempfile::TempDir) -> Result<Self> {
         let cli = <k3rs_apiserver::Cli as clap::Parser>::try_parse_from([
             "k3rs-apiserver",
             "--etcd-servers",
