@@ -44,7 +44,7 @@ pub fn ensure_pki(config: &Config) -> Result<Pki, Error> {
     let (serving_cert, serving_key) = match (&config.tls_cert_file, &config.tls_key_file) {
         (Some(c), Some(k)) => (c.clone(), k.clone()),
         _ => {
-            let host = hostname();
+            let host = k3rs_common::pki::hostname();
             let mut ips = vec![config.advertise, std::net::IpAddr::from([127, 0, 0, 1])];
             if let Some(ip) = allocator::first_ip(&config.service_cidr) {
                 ips.push(ip.into());
@@ -101,14 +101,6 @@ pub fn ensure_pki(config: &Config) -> Result<Pki, Error> {
         ca_pem: ca.cert_pem.clone(),
         admin,
     })
-}
-
-fn hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|s| s.trim().to_lowercase())
-        .ok()
-        .filter(|s| !s.is_empty())
-        .unwrap_or_else(|| "localhost".into())
 }
 
 /// Creates the system namespaces and the `kubernetes` Service/Endpoints when

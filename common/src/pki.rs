@@ -222,6 +222,16 @@ fn dn(cn: &str, orgs: &[String]) -> DistinguishedName {
     dn
 }
 
+/// This machine's host name, lower-cased (certificate SANs, node names);
+/// "localhost" when the kernel has none.
+pub fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_lowercase())
+        .ok()
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "localhost".into())
+}
+
 /// Whether the first certificate in `pem` expires within `days` days.
 pub fn expires_within(pem: &str, days: i64) -> Result<bool, PkiError> {
     let (_, p) = x509_parser::pem::parse_x509_pem(pem.as_bytes())

@@ -1,8 +1,14 @@
 //! The k3rs benchmark program. `bench datastore` runs the same load against a
 //! real etcd 3.4 and against k3rs-datastore on SQLite, PostgreSQL and MariaDB
 //! in one invocation and prints throughput, latency and the ratio to etcd.
+//! `bench apiserver` runs the k3rs-apiserver binary over the shim and over a
+//! real etcd and prints per-verb latency, the ratio and the apiserver's RSS.
 //!
 //!     cargo run --release -p k3rs-e2e --bin bench -- datastore
+//!     cargo build --release -p k3rs-apiserver -p k3rs-e2e --bins
+//!     $CARGO_TARGET_DIR/release/bench apiserver
+
+mod apiserver;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -31,6 +37,21 @@ enum Cmd {
         /// Comma-separated targets: etcd, sqlite, postgres, mariadb.
         #[arg(long, default_value = "etcd,sqlite,postgres,mariadb")]
         targets: String,
+    },
+    /// k3rs-apiserver over the shim vs over etcd 3.4: creates, gets, patches,
+    /// lists, watch fan-out, deletes; RSS with every object stored.
+    Apiserver {
+        /// Comma-separated datastores under the apiserver: etcd, sqlite, postgres, mariadb.
+        #[arg(long, default_value = "etcd,sqlite")]
+        targets: String,
+        #[arg(long, default_value_t = 10_000)]
+        configmaps: usize,
+        #[arg(long, default_value_t = 5_000)]
+        pods: usize,
+        #[arg(long, default_value_t = 32)]
+        clients: usize,
+        #[arg(long, default_value_t = 100)]
+        watchers: usize,
     },
 }
 
@@ -370,6 +391,44 @@ fn main() -> Result<()> {
                 VALUE_BYTES
             );
             print_table(&rows);
+            Ok(())
+        }),
+        Cmd::Apiserver {
+            targets,
+            configmaps,
+            pods,
+            clients,
+            watchers,
+        } => rt.block_on(async {
+            let load = apiserver::Load {
+                configmaps,
+                pods,
+                clients,
+                watchers,
+            };
+            let mut rows = Vec::new();
+            let mut memory = Vec::new();
+            for t in targets.split(',').map(str::trim).filter(|t| !t.is_empty()) {
+                memory.push(
+                    apiserver::bench_target(t, &load, &mut rows)
+                        .await
+                        .with_context(|| format!("apiserver benchmark on {t}"))?,
+                );
+            }
+            println!(
+                "k3rs-apiserver over the shim vs over etcd {} ({} cores); target = the datastore under the apiserver",
+                etcd_version(),
+                std::thread::available_parallelism().map_or(0, |n| n.get()),
+            );
+            print_table(&rows);
+            println!();
+            println!("| apiserver memory | RSS with {} objects MiB | peak RSS over the run MiB |", configmaps + pods);
+            println!("|---|---:|---:|");
+            for m in &memory {
+                println!("| over {} | {:.1} | {:.1} |", m.target, m.rss_mb, m.peak_mb);
+            }
+            println!();
+            apiserver::print_targets(&rows, &memory);
             Ok(())
         }),
     }

@@ -1,0 +1,186 @@
+//! The `k3rs` command line: `server`, `agent`, `token`, `kubectl`,
+//! `check-config`, `certificate`.
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+
+use clap::{ArgMatches, CommandFactory, Parser, Subcommand};
+
+use crate::config::{self, ServerConfig, ServerFlags};
+use crate::{Error, bootstrap, check, server, supervise, token};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "k3rs",
+    version,
+    about = "k3rs: lightweight Kubernetes. `k3rs server` runs a control plane from one config file.",
+    propagate_version = true
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Commands,
+}
+
+// Built once per process, so the size of the flag-holding variants is moot.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug, Subcommand)]
+pub enum Commands {
+    /// Run a server: the datastore, the API server and the other control-plane daemons.
+    Server(ServerFlags),
+    /// Run a node agent (not implemented yet).
+    #[command(disable_help_flag = true)]
+    Agent {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// Print or create join tokens.
+    Token {
+        #[command(subcommand)]
+        command: TokenCommand,
+    },
+    /// Run the system kubectl with this server's admin kubeconfig.
+    #[command(disable_help_flag = true)]
+    Kubectl {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<OsString>,
+    },
+    /// Check that this machine can run `k3rs server` with this configuration.
+    CheckConfig(ServerFlags),
+    /// Certificate maintenance.
+    Certificate {
+        #[command(subcommand)]
+        command: CertificateCommand,
+    },
+}
+
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Print a new random secret, for `--token` / `token:` before a cluster's first start.
+    Generate,
+    /// Print this server's join token (K10 format).
+    Show(ServerFlags),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CertificateCommand {
+    /// Reissue the leaf certificates (never the CA) and rewrite the admin
+    /// kubeconfig. Run it with the server stopped; the next start uses them.
+    Rotate(ServerFlags),
+}
+
+/// The clap command (for `main` and help tests).
+pub fn command() -> clap::Command {
+    Cli::command()
+}
+
+/// Runs the subcommand in `matches` (from `command()`).
+pub async fn run(matches: &ArgMatches) -> Result<(), Error> {
+    match matches.subcommand() {
+        Some(("server", m)) => {
+            let config = config::load(m)?;
+            init_logging(&config);
+            let shutdown = server::shutdown_signal().map_err(|e| Error::Io(e.to_string()))?;
+            server::run(config, supervise::Options::default(), shutdown).await?;
+            Ok(())
+        }
+        Some(("agent", _)) => Err(Error::NotImplemented(
+            "the node agent is not implemented yet",
+        )),
+        Some(("token", m)) => match m.subcommand() {
+            Some(("generate", _)) => {
+                println!("{}", token::generate_secret());
+                Ok(())
+            }
+            Some(("show", m)) => {
+                let config = config::load(m)?;
+                let path = bootstrap::Paths::new(&config).token;
+                let text = std::fs::read_to_string(&path).map_err(|e| {
+                    Error::Io(format!(
+                        "{}: {e} (has `k3rs server` run with this data dir?)",
+                        path.display()
+                    ))
+                })?;
+                print!("{text}");
+                Ok(())
+            }
+            _ => Err(Error::Usage("k3rs token generate|show".into())),
+        },
+        Some(("kubectl", m)) => {
+            let args: Vec<OsString> = m
+                .get_many::<OsString>("args")
+                .map(|v| v.cloned().collect())
+                .unwrap_or_default();
+            exec_kubectl(&args)
+        }
+        Some(("check-config", m)) => {
+            let config = config::load(m)?;
+            let (text, ok) = check::report(&check::check(&config));
+            print!("{text}");
+            if ok { Ok(()) } else { Err(Error::CheckFailed) }
+        }
+        Some(("certificate", m)) => match m.subcommand() {
+            Some(("rotate", m)) => {
+                let config = config::load(m)?;
+                let removed = bootstrap::rotate_certificates(&config)?;
+                for p in &removed {
+                    println!("removed {}", p.display());
+                }
+                println!(
+                    "issued a new admin certificate and wrote {}; the API server issues its \
+                     serving certificate when it next starts (restart k3rs server now)",
+                    config.write_kubeconfig.display()
+                );
+                Ok(())
+            }
+            _ => Err(Error::Usage("k3rs certificate rotate".into())),
+        },
+        _ => Err(Error::Usage(
+            "k3rs server|agent|token|kubectl|check-config|certificate".into(),
+        )),
+    }
+}
+
+fn init_logging(config: &ServerConfig) {
+    k3rs_common::logging::init(config.log_format.into(), u8::from(config.debug));
+}
+
+/// The configuration from the config file and environment only (for
+/// subcommands that take no server flags).
+fn config_without_flags() -> Result<ServerConfig, Error> {
+    Ok(config::load_from_args(std::iter::empty::<OsString>())?)
+}
+
+/// Replaces this process with `kubectl args...`, `KUBECONFIG` pointing at the
+/// server's admin kubeconfig unless the caller set one.
+fn exec_kubectl(args: &[OsString]) -> Result<(), Error> {
+    use std::os::unix::process::CommandExt;
+    let kubectl = find_kubectl().ok_or_else(|| Error::Io("kubectl is not on PATH".into()))?;
+    let mut cmd = std::process::Command::new(&kubectl);
+    cmd.args(args);
+    if std::env::var_os("KUBECONFIG").is_none() {
+        let config = config_without_flags()?;
+        let written = config.write_kubeconfig.clone();
+        let fallback = config
+            .server_dir()
+            .join("tls")
+            .join(k3rs_common::pki::layout::ADMIN_KUBECONFIG);
+        let kubeconfig = if written.exists() { written } else { fallback };
+        cmd.env("KUBECONFIG", kubeconfig);
+    }
+    let e = cmd.exec();
+    Err(Error::Io(format!("cannot run {}: {e}", kubectl.display())))
+}
+
+/// The first `kubectl` on PATH that is not this program (in case it is
+/// installed under that name too).
+fn find_kubectl() -> Option<PathBuf> {
+    let me = std::env::current_exe()
+        .ok()
+        .and_then(|p| std::fs::canonicalize(p).ok());
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|d| d.join("kubectl"))
+        .filter(|p| p.is_file())
+        .find(|p| std::fs::canonicalize(p).ok() != me)
+}

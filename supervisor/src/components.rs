@@ -1,0 +1,419 @@
+//! The daemons `k3rs server` runs, in start order: one table entry each.
+//!
+//! Adding a daemon = one `Component` in `COMPONENTS` plus one small function
+//! building its flags and health checks. A daemon whose binary is not
+//! installed is skipped with one log line unless it is `required`.
+//! (The node agent and containerd join here when they exist; they need a
+//! generated containerd config and node credentials, so they are not
+//! sketched ahead of time.)
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use rustls::pki_types::ServerName;
+
+use crate::bootstrap::{self, Bootstrap, BootstrapError};
+use crate::config::{Datastore, ServerConfig};
+use crate::daemon::DaemonSpec;
+use crate::probe::{Endpoint, Health};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ComponentError {
+    #[error(
+        "{binary} not found (looked in {}); build it (cargo build -p {binary}) or pass --bin-dir",
+        searched
+    )]
+    MissingBinary {
+        binary: &'static str,
+        searched: String,
+    },
+    #[error("{component}: {message}")]
+    Invalid {
+        component: &'static str,
+        message: String,
+    },
+    #[error(transparent)]
+    Bootstrap(#[from] BootstrapError),
+    #[error("TLS client for health checks: {0}")]
+    Tls(#[from] k3rs_common::tls::TlsError),
+}
+
+/// What a component's builder gets.
+pub struct Context<'a> {
+    pub config: &'a ServerConfig,
+    pub boot: &'a Bootstrap,
+    pub program: PathBuf,
+}
+
+/// One daemon of the server.
+pub struct Component {
+    /// Short name for logs ("apiserver").
+    pub name: &'static str,
+    /// Executable name ("k3rs-apiserver").
+    pub binary: &'static str,
+    /// Without it the server cannot work: a missing binary is an error.
+    pub required: bool,
+    /// Whether the configuration asks for it.
+    pub enabled: fn(&ServerConfig) -> bool,
+    pub build: fn(&Context) -> Result<DaemonSpec, ComponentError>,
+}
+
+/// Start order; stopped in reverse.
+pub const COMPONENTS: &[Component] = &[
+    Component {
+        name: "datastore",
+        binary: "k3rs-datastore",
+        required: true,
+        enabled: |c| matches!(c.datastore(), Datastore::Shim(_)),
+        build: datastore,
+    },
+    Component {
+        name: "apiserver",
+        binary: "k3rs-apiserver",
+        required: true,
+        enabled: |_| true,
+        build: apiserver,
+    },
+    Component {
+        name: "scheduler",
+        binary: "k3rs-scheduler",
+        required: false,
+        enabled: |c| !c.disable_scheduler,
+        build: scheduler,
+    },
+    Component {
+        name: "controller-manager",
+        binary: "k3rs-controller-manager",
+        required: false,
+        enabled: |c| !c.disable_controller_manager,
+        build: controller_manager,
+    },
+];
+
+/// The daemons to run for `config`, in start order.
+pub fn plan(config: &ServerConfig, boot: &Bootstrap) -> Result<Vec<DaemonSpec>, ComponentError> {
+    let mut specs = Vec::new();
+    for c in COMPONENTS {
+        if !(c.enabled)(config) {
+            tracing::info!(
+                daemon = c.name,
+                "{} is disabled by the configuration",
+                c.name
+            );
+            continue;
+        }
+        let Some(program) = find_binary(c.binary, config.bin_dir.as_deref()) else {
+            if c.required {
+                return Err(ComponentError::MissingBinary {
+                    binary: c.binary,
+                    searched: search_dirs(config.bin_dir.as_deref())
+                        .iter()
+                        .map(|d| d.display().to_string())
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                });
+            }
+            tracing::info!(
+                daemon = c.name,
+                "{} is not installed; running without the {}",
+                c.binary,
+                c.name
+            );
+            continue;
+        };
+        specs.push((c.build)(&Context {
+            config,
+            boot,
+            program,
+        })?);
+    }
+    Ok(specs)
+}
+
+/// Directories searched for daemon binaries: `--bin-dir` alone when given;
+/// otherwise the directory of this executable, then PATH.
+pub fn search_dirs(bin_dir: Option<&Path>) -> Vec<PathBuf> {
+    if let Some(d) = bin_dir {
+        return vec![d.to_path_buf()];
+    }
+    let mut dirs = Vec::new();
+    if let Some(d) = std::env::current_exe()
+        .ok()
+        .and_then(|p| p.parent().map(Path::to_path_buf))
+    {
+        dirs.push(d);
+    }
+    if let Some(path) = std::env::var_os("PATH") {
+        dirs.extend(std::env::split_paths(&path));
+    }
+    dirs
+}
+
+/// The first executable `name` in `search_dirs`.
+pub fn find_binary(name: &str, bin_dir: Option<&Path>) -> Option<PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    search_dirs(bin_dir)
+        .into_iter()
+        .map(|d| d.join(name))
+        .find(|p| {
+            std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        })
+}
+
+/// A daemon's flags: the supervisor's defaults, then the user's
+/// `--<daemon>-arg key=value` entries, which replace a default of the same
+/// key (as in K3s) or add new flags.
+#[derive(Debug, Default, Clone)]
+pub struct Args(Vec<(String, Option<String>)>);
+
+impl Args {
+    pub fn set(mut self, key: &str, value: impl ToString) -> Self {
+        self.0.push((key.to_string(), Some(value.to_string())));
+        self
+    }
+
+    pub fn set_opt(self, key: &str, value: Option<impl ToString>) -> Self {
+        match value {
+            Some(v) => self.set(key, v),
+            None => self,
+        }
+    }
+
+    /// Applies the user's `key=value` (or bare `key`) entries.
+    pub fn with_overrides(mut self, extra: &[String]) -> Self {
+        for e in extra {
+            let e = e.trim().trim_start_matches('-');
+            let (k, v) = match e.split_once('=') {
+                Some((k, v)) => (k.to_string(), Some(v.to_string())),
+                None => (e.to_string(), None),
+            };
+            match self.0.iter_mut().find(|(key, _)| *key == k) {
+                Some(slot) => slot.1 = v,
+                None => self.0.push((k, v)),
+            }
+        }
+        self
+    }
+
+    /// The final value of `key`.
+    pub fn get(&self, key: &str) -> Option<&str> {
+        self.0
+            .iter()
+            .rev()
+            .find(|(k, _)| k == key)
+            .and_then(|(_, v)| v.as_deref())
+    }
+
+    pub fn render(&self) -> Vec<String> {
+        self.0
+            .iter()
+            .map(|(k, v)| match v {
+                Some(v) => format!("--{k}={v}"),
+                None => format!("--{k}"),
+            })
+            .collect()
+    }
+}
+
+/// Flags every k3rs daemon shares (DESIGN §7).
+fn common(config: &ServerConfig) -> Args {
+    Args::default().set("log-format", config.log_format.as_str())
+}
+
+fn finish(ctx: &Context, name: &'static str, args: &Args, health: Health) -> DaemonSpec {
+    let mut argv = args.render();
+    if ctx.config.debug {
+        argv.push("-v".into());
+    }
+    DaemonSpec {
+        name,
+        program: ctx.program.clone(),
+        args: argv,
+        health,
+        env_remove: own_env_vars(),
+    }
+}
+
+/// The supervisor's `K3RS_*` variables: daemons share the prefix and would
+/// take e.g. `K3RS_DATASTORE_ENDPOINT` as their own flag.
+fn own_env_vars() -> Vec<String> {
+    crate::config::known_keys()
+        .iter()
+        .map(|k| format!("K3RS_{}", k.replace('-', "_").to_uppercase()))
+        .chain(["K3RS_CONFIG".to_string()])
+        .collect()
+}
+
+fn invalid(component: &'static str, message: String) -> ComponentError {
+    ComponentError::Invalid { component, message }
+}
+
+fn datastore(ctx: &Context) -> Result<DaemonSpec, ComponentError> {
+    let c = ctx.config;
+    let listen = c
+        .datastore_listen()
+        .map_err(|e| invalid("datastore", e.to_string()))?;
+    // etcd's pairing: client port 2379, metrics port 2381.
+    let metrics = SocketAddr::new(listen.ip(), listen.port().saturating_add(2));
+    let endpoint = match c.datastore() {
+        Datastore::Shim(e) => e,
+        Datastore::Etcd(_) => String::new(),
+    };
+    let args = common(c)
+        .set("data-dir", c.data_dir.display())
+        .set("listen-address", listen)
+        .set("metrics-address", metrics)
+        .set_opt(
+            "datastore-endpoint",
+            (!endpoint.is_empty()).then_some(endpoint),
+        )
+        .with_overrides(&c.datastore_arg);
+    let health = match args.get("metrics-address").filter(|a| !a.is_empty()) {
+        Some(a) => Endpoint::Http(
+            a.parse()
+                .map_err(|e| invalid("datastore", format!("metrics-address {a:?}: {e}")))?,
+        ),
+        None => Endpoint::Tcp(listen),
+    };
+    Ok(finish(ctx, "datastore", &args, Health::standard(health)))
+}
+
+/// Where the API server finds etcd.
+pub fn etcd_servers(config: &ServerConfig) -> Result<String, ComponentError> {
+    Ok(match config.datastore() {
+        Datastore::Etcd(urls) => urls.join(","),
+        Datastore::Shim(_) => {
+            let listen = config
+                .datastore_listen()
+                .map_err(|e| invalid("apiserver", e.to_string()))?;
+            format!("http://{listen}")
+        }
+    })
+}
+
+fn apiserver(ctx: &Context) -> Result<DaemonSpec, ComponentError> {
+    let c = ctx.config;
+    let paths = &ctx.boot.paths;
+    let args = common(c)
+        .set("etcd-servers", etcd_servers(c)?)
+        .set("secure-port", c.https_listen_port)
+        .set_opt("bind-address", c.bind_address)
+        .set_opt("advertise-address", c.advertise_address)
+        .set("cert-dir", paths.tls.display())
+        .set(
+            "service-account-key-file",
+            paths.service_account_key.display(),
+        )
+        .set("service-cluster-ip-range", &c.service_cidr)
+        .with_overrides(&c.kube_apiserver_arg);
+    let port = match args.get("secure-port") {
+        Some(p) => p
+            .parse::<u16>()
+            .map_err(|e| invalid("apiserver", format!("secure-port {p:?}: {e}")))?,
+        None => c.https_listen_port,
+    };
+    let host = bootstrap::api_probe_host(c);
+    let tls = k3rs_common::tls::client_config(&paths.ca_cert, None)?;
+    let endpoint = Endpoint::Https {
+        addr: SocketAddr::new(host, port),
+        tls: Arc::new(tls),
+        server_name: ServerName::IpAddress(host.into()),
+    };
+    Ok(finish(ctx, "apiserver", &args, Health::standard(endpoint)))
+}
+
+fn scheduler(ctx: &Context) -> Result<DaemonSpec, ComponentError> {
+    let kubeconfig =
+        bootstrap::daemon_kubeconfig(ctx.boot, "kube-scheduler", "system:kube-scheduler", &[])?;
+    let args = common(ctx.config)
+        .set("kubeconfig", kubeconfig.display())
+        .with_overrides(&ctx.config.kube_scheduler_arg);
+    // DESIGN §3: health on 10259.
+    let health = Health::standard(Endpoint::Http(([127, 0, 0, 1], 10259).into()));
+    Ok(finish(ctx, "scheduler", &args, health))
+}
+
+fn controller_manager(ctx: &Context) -> Result<DaemonSpec, ComponentError> {
+    let kubeconfig = bootstrap::daemon_kubeconfig(
+        ctx.boot,
+        "kube-controller-manager",
+        "system:kube-controller-manager",
+        &[],
+    )?;
+    let args = common(ctx.config)
+        .set("kubeconfig", kubeconfig.display())
+        .with_overrides(&ctx.config.kube_controller_manager_arg);
+    // DESIGN §3: health on 10257.
+    let health = Health::standard(Endpoint::Http(([127, 0, 0, 1], 10257).into()));
+    Ok(finish(ctx, "controller-manager", &args, health))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn user_args_replace_defaults_and_add_flags() {
+        let a = Args::default()
+            .set("listen-address", "127.0.0.1:2379")
+            .set("metrics-address", "127.0.0.1:2381")
+            .with_overrides(&[
+                "metrics-address=127.0.0.1:9999".into(),
+                "--compact-interval=1m".into(),
+                "feature-x".into(),
+            ]);
+        assert_eq!(
+            a.render(),
+            [
+                "--listen-address=127.0.0.1:2379",
+                "--metrics-address=127.0.0.1:9999",
+                "--compact-interval=1m",
+                "--feature-x"
+            ]
+        );
+        assert_eq!(a.get("metrics-address"), Some("127.0.0.1:9999"));
+        assert_eq!(a.get("feature-x"), None);
+        assert_eq!(a.get("nope"), None);
+    }
+
+    #[test]
+    fn etcd_endpoint_skips_the_datastore() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("c.yaml"), "").unwrap();
+        let c = crate::config::load_from_args([
+            "--config",
+            &dir.path().join("c.yaml").display().to_string(),
+            "--datastore-endpoint",
+            "https://10.0.0.1:2379,https://10.0.0.2:2379",
+        ])
+        .unwrap();
+        assert!(!(COMPONENTS[0].enabled)(&c));
+        assert_eq!(
+            etcd_servers(&c).unwrap(),
+            "https://10.0.0.1:2379,https://10.0.0.2:2379"
+        );
+        let c = crate::config::load_from_args([
+            "--config",
+            &dir.path().join("c.yaml").display().to_string(),
+            "--datastore-listen-address",
+            "127.0.0.1:12379",
+        ])
+        .unwrap();
+        assert!((COMPONENTS[0].enabled)(&c));
+        assert_eq!(etcd_servers(&c).unwrap(), "http://127.0.0.1:12379");
+    }
+
+    #[test]
+    fn own_env_vars_cover_every_flag() {
+        let v = own_env_vars();
+        for k in [
+            "K3RS_DATA_DIR",
+            "K3RS_DATASTORE_ENDPOINT",
+            "K3RS_TOKEN",
+            "K3RS_CONFIG",
+        ] {
+            assert!(v.iter().any(|x| x == k), "{k} missing");
+        }
+    }
+}

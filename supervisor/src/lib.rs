@@ -1,0 +1,62 @@
+//! k3rs: the supervisor behind `k3rs server`.
+//!
+//! It reads one configuration (`config`), prepares the data dir, PKI, tokens
+//! and kubeconfig (`bootstrap`, `token`), then runs the daemons listed in
+//! `components` as child processes (`daemon`), starting each once the
+//! previous is ready, health-checking and restarting them (`supervise`,
+//! `probe`), and stopping them in reverse order on SIGTERM/SIGINT (`server`).
+//! `cli` is the `k3rs` command line; `check` is `k3rs check-config`.
+
+pub mod bootstrap;
+pub mod check;
+pub mod cli;
+pub mod components;
+pub mod config;
+pub mod daemon;
+pub mod probe;
+pub mod server;
+pub mod supervise;
+pub mod token;
+
+pub use config::{ServerConfig, ServerFlags};
+pub use server::run;
+
+/// Errors of the `k3rs` commands, each with the process exit code it maps to.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Config(#[from] config::ConfigError),
+    #[error(transparent)]
+    Server(#[from] server::ServerError),
+    #[error(transparent)]
+    Bootstrap(#[from] bootstrap::BootstrapError),
+    #[error("{0}")]
+    NotImplemented(&'static str),
+    #[error("usage: {0}")]
+    Usage(String),
+    #[error("{0}")]
+    Io(String),
+    #[error("the configuration check failed")]
+    CheckFailed,
+}
+
+impl Error {
+    /// 2 for anything the user must fix in the configuration or command
+    /// line (as clap and every k3rs daemon do), 1 otherwise.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            Error::Config(_) | Error::NotImplemented(_) | Error::Usage(_) => 2,
+            Error::Bootstrap(
+                bootstrap::BootstrapError::BadToken(_)
+                | bootstrap::BootstrapError::TokenForOtherCa { .. }
+                | bootstrap::BootstrapError::TokenChanged { .. },
+            ) => 2,
+            Error::Server(server::ServerError::Bootstrap(
+                bootstrap::BootstrapError::BadToken(_)
+                | bootstrap::BootstrapError::TokenForOtherCa { .. }
+                | bootstrap::BootstrapError::TokenChanged { .. },
+            )) => 2,
+            _ => 1,
+        }
+    }
+}

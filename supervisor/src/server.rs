@@ -1,0 +1,117 @@
+//! `k3rs server`: bootstrap, start the daemons in order, announce readiness,
+//! and stop everything cleanly when asked.
+
+use std::future::Future;
+use std::time::Instant;
+
+use crate::bootstrap::{self, BootstrapError};
+use crate::components::{self, ComponentError};
+use crate::config::ServerConfig;
+use crate::daemon::LogSink;
+use crate::supervise::{Options, SuperviseError, Supervisor};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error(transparent)]
+    Bootstrap(#[from] BootstrapError),
+    #[error(transparent)]
+    Component(#[from] ComponentError),
+    #[error(transparent)]
+    Supervise(#[from] SuperviseError),
+}
+
+/// The line printed once every daemon is ready (tests wait for it).
+pub const READY_MESSAGE: &str = "k3rs server is ready";
+
+/// Runs the server until `shutdown` resolves, then stops the daemons in
+/// reverse order and returns Ok.
+pub async fn run(
+    config: ServerConfig,
+    opts: Options,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), ServerError> {
+    let started = Instant::now();
+    tokio::pin!(shutdown);
+    let boot = bootstrap::prepare(&config)?;
+    tracing::info!(
+        data_dir = %config.data_dir.display(),
+        config = %config.config_file.display(),
+        "data dir ready (CA, tokens, kubeconfig)"
+    );
+    let plan = components::plan(&config, &boot)?;
+    let sink = match &config.log_dir {
+        Some(dir) => LogSink::Dir(dir.clone()),
+        None => LogSink::Stream(config.log_format),
+    };
+    let mut supervisor = Supervisor::new(opts, sink);
+
+    for spec in plan {
+        let name = spec.name;
+        tracing::info!(daemon = name, args = ?spec.args, "starting {name}");
+        let started = tokio::select! {
+            r = supervisor.start(spec) => Some(r),
+            _ = &mut shutdown => None,
+        };
+        match started {
+            Some(Ok(())) => {}
+            Some(Err(e)) => {
+                tracing::error!(error = %e, "cannot start the server");
+                supervisor.stop_all().await;
+                return Err(e.into());
+            }
+            None => {
+                tracing::info!("shutdown requested while starting");
+                supervisor.stop_all().await;
+                return Ok(());
+            }
+        }
+    }
+
+    announce(&config, &boot, started);
+    shutdown.await;
+    tracing::info!("shutting down");
+    supervisor.stop_all().await;
+    tracing::info!("all daemons stopped");
+    Ok(())
+}
+
+fn announce(config: &ServerConfig, boot: &bootstrap::Bootstrap, started: Instant) {
+    let took = started.elapsed();
+    tracing::info!(took = ?took, "{READY_MESSAGE} ({:.1}s)", took.as_secs_f64());
+    tracing::info!(
+        "admin kubeconfig: {} (try: k3rs kubectl get ns)",
+        boot.paths.kubeconfig.display()
+    );
+    tracing::info!("node token: {}", boot.paths.node_token.display());
+    let host = config
+        .advertise_address
+        .map(|a| a.to_string())
+        .or_else(|| {
+            config
+                .bind_address
+                .filter(|a| !a.is_unspecified())
+                .map(|a| a.to_string())
+        })
+        // The serving certificate also names the host, so agents can use it.
+        .unwrap_or_else(k3rs_common::pki::hostname);
+    tracing::info!(
+        "to add a node: k3rs agent --server https://{host}:{} --token \"$(cat {})\"",
+        config.https_listen_port,
+        boot.paths.node_token.display()
+    );
+}
+
+/// Resolves on the first SIGTERM or SIGINT. The handlers are installed when
+/// this is called, not when it is first polled, so a signal arriving during
+/// bootstrap is not lost (the default action would skip the clean stop).
+pub fn shutdown_signal() -> std::io::Result<impl Future<Output = ()>> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    Ok(async move {
+        tokio::select! {
+            _ = term.recv() => tracing::info!("SIGTERM received"),
+            _ = int.recv() => tracing::info!("SIGINT received"),
+        }
+    })
+}

@@ -1,0 +1,143 @@
+//! The `k3rs` command line as a user runs it (no daemons started).
+
+use std::process::{Command, Output};
+
+fn k3rs(args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_k3rs"));
+    cmd.args(args);
+    // The machine's own settings must not leak into these runs.
+    for (k, _) in std::env::vars() {
+        if k.starts_with("K3RS_") {
+            cmd.env_remove(k);
+        }
+    }
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.output().expect("run k3rs")
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+#[test]
+fn server_help_lists_flags_with_env_names_and_defaults() {
+    let out = k3rs(&["server", "--help"], &[]);
+    assert!(out.status.success());
+    let help = text(&out.stdout);
+    for needle in [
+        "--datastore-endpoint",
+        "[env: K3RS_DATASTORE_ENDPOINT=]",
+        "--write-kubeconfig-mode",
+        "[default: 0600]",
+        "--kube-apiserver-arg",
+        "--disable-agent",
+        "--log-format",
+    ] {
+        assert!(help.contains(needle), "{needle} missing:\n{help}");
+    }
+}
+
+#[test]
+fn config_errors_exit_2_with_one_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("config.yaml");
+    std::fs::write(&cfg, "service-cidr: not-a-cidr\n").unwrap();
+    let cfg_s = cfg.display().to_string();
+    let data = dir.path().join("data").display().to_string();
+
+    let out = k3rs(&["server", "--config", &cfg_s, "--data-dir", &data], &[]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = text(&out.stderr);
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(
+        err.contains(&cfg_s) && err.contains("service-cidr"),
+        "{err}"
+    );
+
+    // The environment beats the file, and its own mistakes name the variable.
+    std::fs::write(&cfg, "").unwrap();
+    let out = k3rs(
+        &["server", "--config", &cfg_s, "--data-dir", &data],
+        &[("K3RS_DATASTORE_ENDPOINT", "oracle://db")],
+    );
+    assert_eq!(out.status.code(), Some(2));
+    let err = text(&out.stderr);
+    assert!(err.contains("K3RS_DATASTORE_ENDPOINT"), "{err}");
+
+    // An explicit config file that does not exist is an error.
+    let missing = dir.path().join("missing.yaml").display().to_string();
+    let out = k3rs(&["server", "--config", &missing], &[]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("missing.yaml"));
+}
+
+#[test]
+fn token_generate_and_agent() {
+    let out = k3rs(&["token", "generate"], &[]);
+    assert!(out.status.success());
+    let secret = text(&out.stdout);
+    assert_eq!(secret.trim().len(), 32, "{secret}");
+    assert!(secret.trim().bytes().all(|b| b.is_ascii_hexdigit()));
+
+    let out = k3rs(&["agent", "--server", "https://x:6443"], &[]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("not implemented yet"));
+}
+
+#[test]
+fn check_config_reports_and_certificate_rotate_keeps_the_ca() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("config.yaml");
+    std::fs::write(&cfg, "").unwrap();
+    let cfg_s = cfg.display().to_string();
+    let data = dir.path().join("data");
+    let data_s = data.display().to_string();
+    let kc = dir.path().join("k3rs.yaml").display().to_string();
+    let base = [
+        "--config",
+        &cfg_s,
+        "--data-dir",
+        &data_s,
+        "--write-kubeconfig",
+        &kc,
+    ];
+
+    let mut args = vec!["check-config"];
+    args.extend(base);
+    let out = k3rs(&args, &[]);
+    let report = text(&out.stdout);
+    assert!(report.contains("data dir"), "{report}");
+    assert!(report.contains("binary k3rs-apiserver"), "{report}");
+
+    // rotate on a fresh dir bootstraps it; a second rotate keeps CA and token.
+    let mut args = vec!["certificate", "rotate"];
+    args.extend(base);
+    let out = k3rs(&args, &[]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let ca = std::fs::read_to_string(data.join("server/tls/server-ca.crt")).unwrap();
+    let admin = std::fs::read_to_string(data.join("server/tls/client-admin.crt")).unwrap();
+    let token = std::fs::read_to_string(data.join("server/token")).unwrap();
+    let out = k3rs(&args, &[]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("client-admin.crt"));
+    assert_eq!(
+        std::fs::read_to_string(data.join("server/tls/server-ca.crt")).unwrap(),
+        ca
+    );
+    assert_eq!(
+        std::fs::read_to_string(data.join("server/token")).unwrap(),
+        token
+    );
+    assert_ne!(
+        std::fs::read_to_string(data.join("server/tls/client-admin.crt")).unwrap(),
+        admin
+    );
+
+    let mut args = vec!["token", "show"];
+    args.extend(base);
+    let out = k3rs(&args, &[]);
+    assert!(out.status.success());
+    assert_eq!(text(&out.stdout), token);
+}
