@@ -5,6 +5,7 @@
 //! Objects stay JSON (not typed structs) so that one generic code path serves
 //! every kind; per-kind knowledge lives in small data tables.
 
+pub mod conversion;
 pub mod defaults;
 pub mod field;
 pub mod patch;

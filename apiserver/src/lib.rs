@@ -10,6 +10,7 @@ pub mod allocator;
 pub mod authn;
 pub mod bootstrap;
 pub mod config;
+pub mod conversion;
 pub mod discovery;
 pub mod http;
 pub mod managed_fields;

@@ -14,6 +14,7 @@ use k3rs_apimachinery::{defaults, validation};
 use serde_json::{Map, Value, json};
 
 use crate::authn::UserInfo;
+use crate::conversion;
 use crate::http::{self as h, Resp};
 use crate::managed_fields::{self, ListKind};
 use crate::object::{self, meta_mut, meta_str};
@@ -256,11 +257,12 @@ fn served(kv: &Kv) -> ApiResult<Entry> {
 
 fn entry_resp(ctx: &Ctx<'_>, code: u16, e: &Entry) -> Resp {
     if ctx.wants_table()
-        && let Some(v) = e.value()
+        && let Some(mut v) = e.value()
     {
+        conversion::served_value(ctx.res, &mut v);
         return h::json(code, &table::table(ctx.res, &[v], e.rev, &ctx.query));
     }
-    h::raw_json(code, e.raw.clone())
+    h::raw_json(code, conversion::served_raw(ctx.res, &e.raw))
 }
 
 fn value_resp(ctx: &Ctx<'_>, code: u16, v: &Value) -> Resp {
@@ -279,6 +281,7 @@ async fn load(ctx: &Ctx<'_>, name: &str) -> ApiResult<Kv> {
         .store
         .get(&key)
         .await?
+        .map(|kv| conversion::served_kv(ctx.res, kv))
         .ok_or_else(|| ApiError::not_found(ctx.res, name))
 }
 
@@ -319,8 +322,9 @@ impl Filter {
             };
         let fields = match ctx.query.get("fieldSelector") {
             Some(s) => {
-                let f =
-                    FieldSelector::parse(s).map_err(|e| ApiError::bad_request(e.to_string()))?;
+                let f = FieldSelector::parse(s)
+                    .map_err(|e| ApiError::bad_request(e.to_string()))?
+                    .rename_fields(|f| conversion::stored_field(ctx.res, f));
                 let mut supported: Vec<&str> = vec!["metadata.name", "metadata.namespace"];
                 supported.extend_from_slice(ctx.res.fields);
                 f.check_supported(&supported)
@@ -499,7 +503,13 @@ fn list_resp<'e>(
     cont: Option<String>,
 ) -> Resp {
     if ctx.wants_table() {
-        let objs: Vec<Value> = items.filter_map(Entry::value).collect();
+        let objs: Vec<Value> = items
+            .filter_map(Entry::value)
+            .map(|mut v| {
+                conversion::served_value(ctx.res, &mut v);
+                v
+            })
+            .collect();
         let mut t = table::table(ctx.res, &objs, rev, &ctx.query);
         if let Some(c) = cont {
             t["metadata"]["continue"] = json!(c);
@@ -523,7 +533,7 @@ fn list_resp<'e>(
         if i > 0 {
             out.push(b',');
         }
-        out.extend_from_slice(&e.raw);
+        out.extend_from_slice(&conversion::served_raw(ctx.res, &e.raw));
     }
     out.extend_from_slice(b"]}");
     h::raw_json(200, out)
@@ -661,7 +671,8 @@ async fn create_checked(ctx: &Ctx<'_>, mut obj: Value, record: bool) -> ApiResul
         return Ok(value_resp(ctx, 201, &obj));
     }
     let key = ctx.key(&name)?;
-    let bytes = serde_json::to_vec(&obj).map_err(|e| ApiError::internal(e.to_string()))?;
+    let bytes =
+        conversion::stored_bytes(ctx.res, &obj).map_err(|e| ApiError::internal(e.to_string()))?;
     let written = ctx.api.store.create(&key, bytes).await;
     let landed = matches!(written, Ok(Cas::Done(_)));
     settle(ctx, claims, landed).await;
@@ -859,7 +870,8 @@ async fn write_update(
         meta_mut(&mut new).insert("resourceVersion".into(), json!(cur.mod_rev.to_string()));
         return Ok(Ok(value_resp(ctx, 200, &new)));
     }
-    let bytes = serde_json::to_vec(&new).map_err(|e| ApiError::internal(e.to_string()))?;
+    let bytes =
+        conversion::stored_bytes(ctx.res, &new).map_err(|e| ApiError::internal(e.to_string()))?;
     let written = ctx
         .api
         .store
@@ -1170,7 +1182,8 @@ async fn delete_one(ctx: &Ctx<'_>, opts: &DeleteOptions, cur: &Kv) -> ApiResult<
             if dry {
                 return Ok(Some(value_resp(ctx, 200, &obj)));
             }
-            let bytes = serde_json::to_vec(&obj).map_err(|e| ApiError::internal(e.to_string()))?;
+            let bytes = conversion::stored_bytes(ctx.res, &obj)
+                .map_err(|e| ApiError::internal(e.to_string()))?;
             return match ctx.api.store.update(&cur.key, bytes, cur.mod_rev).await? {
                 Cas::Done(rev) => {
                     meta_mut(&mut obj).insert("resourceVersion".into(), json!(rev.to_string()));
@@ -1209,6 +1222,7 @@ async fn delete_collection(ctx: &Ctx<'_>, body: &Bytes) -> ApiResult<Resp> {
         let Some(kv) = ctx.api.store.get(&e.key).await? else {
             continue;
         };
+        let kv = conversion::served_kv(ctx.res, kv);
         let sub = Ctx {
             api: ctx.api,
             user: ctx.user,
@@ -1240,7 +1254,8 @@ pub async fn load_value(ctx: &Ctx<'_>) -> ApiResult<(Kv, Value)> {
 /// Writes `new` over `cur` (already validated by the caller).
 pub async fn store_update(ctx: &Ctx<'_>, mut new: Value, cur: &Kv) -> ApiResult<Option<Value>> {
     meta_mut(&mut new).remove("resourceVersion");
-    let bytes = serde_json::to_vec(&new).map_err(|e| ApiError::internal(e.to_string()))?;
+    let bytes =
+        conversion::stored_bytes(ctx.res, &new).map_err(|e| ApiError::internal(e.to_string()))?;
     match ctx.api.store.update(&cur.key, bytes, cur.mod_rev).await? {
         Cas::Done(rev) => {
             meta_mut(&mut new).insert("resourceVersion".into(), json!(rev.to_string()));

@@ -16,6 +16,7 @@ use hyper::body::Frame;
 use serde_json::{Value, json};
 use tokio::sync::broadcast::error::RecvError;
 
+use crate::conversion;
 use crate::http::Resp;
 use crate::request::Query;
 use crate::resources::ResourceDef;
@@ -53,11 +54,12 @@ impl Watcher {
         out.extend_from_slice(kind.as_bytes());
         out.extend_from_slice(b"\",\"object\":");
         if self.table {
-            let v = e.value().unwrap_or(Value::Null);
+            let mut v = e.value().unwrap_or(Value::Null);
+            conversion::served_value(self.res, &mut v);
             let t = table::table(self.res, &[v], e.rev, &self.query);
             out.extend_from_slice(&serde_json::to_vec(&t).unwrap_or_default());
         } else {
-            out.extend_from_slice(&e.raw);
+            out.extend_from_slice(&conversion::served_raw(self.res, &e.raw));
         }
         out.extend_from_slice(b"}\n");
         Bytes::from(out)

@@ -130,8 +130,119 @@ async fn run(backend: Backend) {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     task.abort();
+    events_are_one_resource_in_two_groups(&cp, client.clone()).await;
     cp.shutdown();
     store.stop().await;
+}
+
+/// An event kube-rs's `Recorder` writes through `events.k8s.io/v1` is the
+/// core event `kubectl describe` shows, and a core event reads back through
+/// `events.k8s.io/v1` with that group's field names.
+async fn events_are_one_resource_in_two_groups(cp: &ControlPlane, client: kube::Client) {
+    use k8s_openapi::api::core::v1::{Event as CoreEvent, ObjectReference};
+    use k8s_openapi::api::events::v1::Event as EventsV1;
+    use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+
+    let cms: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
+    let cm = cms.get("applied").await.expect("get applied");
+    let reference = ObjectReference {
+        api_version: Some("v1".into()),
+        kind: Some("ConfigMap".into()),
+        name: cm.metadata.name.clone(),
+        namespace: Some("default".into()),
+        uid: cm.metadata.uid.clone(),
+        ..Default::default()
+    };
+    let recorder = Recorder::new(
+        client.clone(),
+        Reporter {
+            controller: "k3rs-test-controller".into(),
+            instance: Some("test-1".into()),
+        },
+    );
+    recorder
+        .publish(
+            &Event {
+                type_: EventType::Warning,
+                reason: "Drifted".into(),
+                note: Some("owner changed behind our back".into()),
+                action: "Reconciling".into(),
+                secondary: None,
+            },
+            &reference,
+        )
+        .await
+        .expect("publish event");
+
+    let core: Api<CoreEvent> = Api::namespaced(client.clone(), "default");
+    let listed = core
+        .list(&kube::api::ListParams::default().fields("involvedObject.name=applied"))
+        .await
+        .expect("list core events");
+    let ev = listed
+        .items
+        .iter()
+        .find(|e| e.reason.as_deref() == Some("Drifted"))
+        .expect("the recorded event as a core event");
+    assert_eq!(ev.message.as_deref(), Some("owner changed behind our back"));
+    assert_eq!(ev.involved_object.kind.as_deref(), Some("ConfigMap"));
+    assert_eq!(
+        ev.reporting_component.as_deref(),
+        Some("k3rs-test-controller")
+    );
+    let described = cp
+        .kubectl(
+            "1.33",
+            &["describe", "configmap", "applied", "-n", "default"],
+        )
+        .await;
+    assert!(
+        described.contains("Drifted") && described.contains("owner changed behind our back"),
+        "{described}"
+    );
+
+    // And back: a core event through events.k8s.io/v1, selected by its field names there.
+    let mut core_ev = CoreEvent::default();
+    core_ev.metadata.name = Some("applied.core".into());
+    core_ev.involved_object = reference.clone();
+    core_ev.reason = Some("Noted".into());
+    core_ev.message = Some("a plain core event".into());
+    core_ev.type_ = Some("Normal".into());
+    core_ev.source = Some(k8s_openapi::api::core::v1::EventSource {
+        component: Some("tester".into()),
+        host: None,
+    });
+    core.create(&PostParams::default(), &core_ev)
+        .await
+        .expect("create core event");
+    let v1: Api<EventsV1> = Api::namespaced(client, "default");
+    let got = v1.get("applied.core").await.expect("get as events.k8s.io");
+    assert_eq!(got.note.as_deref(), Some("a plain core event"));
+    assert_eq!(
+        got.regarding.as_ref().and_then(|r| r.name.as_deref()),
+        Some("applied")
+    );
+    assert_eq!(
+        got.deprecated_source
+            .as_ref()
+            .and_then(|s| s.component.as_deref()),
+        Some("tester")
+    );
+    let selected = v1
+        .list(&kube::api::ListParams::default().fields("regarding.name=applied,reason=Noted"))
+        .await
+        .expect("list events.k8s.io by regarding.name");
+    assert_eq!(selected.items.len(), 1, "{:?}", selected.items);
+    // A merge patch through events.k8s.io lands on the stored core fields.
+    v1.patch(
+        "applied.core",
+        &PatchParams::default(),
+        &Patch::Merge(serde_json::json!({"note": "patched note"})),
+    )
+    .await
+    .expect("patch events.k8s.io");
+    let again = core.get("applied.core").await.expect("get core");
+    assert_eq!(again.message.as_deref(), Some("patched note"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

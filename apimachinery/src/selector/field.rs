@@ -78,6 +78,15 @@ impl FieldSelector {
         self.reqs.is_empty()
     }
 
+    /// The same selector with every field name passed through `rename` (a
+    /// view whose fields are stored under other names).
+    pub fn rename_fields(mut self, rename: impl Fn(&str) -> String) -> Self {
+        for r in &mut self.reqs {
+            r.field = rename(&r.field);
+        }
+        self
+    }
+
     /// Rejects the first field not in `supported`, worded as upstream's
     /// field label conversion functions word it.
     pub fn check_supported(&self, supported: &[&str]) -> Result<(), SelectorError> {
