@@ -13,6 +13,8 @@ command -v protoc >/dev/null || need+=(protobuf-compiler)
 command -v etcd >/dev/null || need+=(etcd-server)
 command -v etcdctl >/dev/null || need+=(etcd-client)
 python3 -c 'import venv, ensurepip' 2>/dev/null || need+=(python3-venv)
+# deploy/ tests check the systemd units with systemd-analyze.
+command -v systemd-analyze >/dev/null || need+=(systemd)
 if [ "${#need[@]}" -gt 0 ]; then
   echo "setup: installing ${need[*]}"
   $SUDO apt-get update -qq

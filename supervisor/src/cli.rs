@@ -46,6 +46,15 @@ pub enum Commands {
     },
     /// Check that this machine can run `k3rs server` with this configuration.
     CheckConfig(ServerFlags),
+    /// Run one daemon (datastore, apiserver, scheduler, controller-manager)
+    /// in the foreground with the flags `k3rs server` would give it, after
+    /// the same bootstrap: for one systemd unit per daemon.
+    Daemon {
+        /// The daemon's name, as in `k3rs server`'s logs.
+        name: String,
+        #[command(flatten)]
+        flags: ServerFlags,
+    },
     /// Certificate maintenance.
     Certificate {
         #[command(subcommand)]
@@ -113,6 +122,12 @@ pub async fn run(matches: &ArgMatches) -> Result<(), Error> {
                 .unwrap_or_default();
             exec_kubectl(&args)
         }
+        Some(("daemon", m)) => {
+            let name = m.get_one::<String>("name").cloned().unwrap_or_default();
+            let config = config::load(m)?;
+            init_logging(&config);
+            exec_daemon(&config, &name)
+        }
         Some(("check-config", m)) => {
             let config = config::load(m)?;
             let (text, ok) = check::report(&check::check(&config));
@@ -136,7 +151,7 @@ pub async fn run(matches: &ArgMatches) -> Result<(), Error> {
             _ => Err(Error::Usage("k3rs certificate rotate".into())),
         },
         _ => Err(Error::Usage(
-            "k3rs server|agent|token|kubectl|check-config|certificate".into(),
+            "k3rs server|agent|daemon|token|kubectl|check-config|certificate".into(),
         )),
     }
 }
@@ -149,6 +164,39 @@ fn init_logging(config: &ServerConfig) {
 /// subcommands that take no server flags).
 fn config_without_flags() -> Result<ServerConfig, Error> {
     Ok(config::load_from_args(std::iter::empty::<OsString>())?)
+}
+
+/// Replaces this process with the daemon `name` as `k3rs server` would run
+/// it (same bootstrap, same flags, the supervisor's own `K3RS_*` removed).
+fn exec_daemon(config: &ServerConfig, name: &str) -> Result<(), Error> {
+    use std::os::unix::process::CommandExt;
+    let known: Vec<&str> = crate::components::COMPONENTS
+        .iter()
+        .map(|c| c.name)
+        .collect();
+    if !known.contains(&name) {
+        return Err(Error::Usage(format!(
+            "unknown daemon {name:?}; one of: {}",
+            known.join(", ")
+        )));
+    }
+    let boot = bootstrap::prepare(config)?;
+    let plan = crate::components::plan(config, &boot).map_err(server::ServerError::from)?;
+    let spec = plan.into_iter().find(|s| s.name == name).ok_or_else(|| {
+        Error::Usage(format!(
+            "{name} is disabled or not installed with this configuration"
+        ))
+    })?;
+    let mut cmd = std::process::Command::new(&spec.program);
+    cmd.args(&spec.args);
+    for k in &spec.env_remove {
+        cmd.env_remove(k);
+    }
+    let e = cmd.exec();
+    Err(Error::Io(format!(
+        "cannot run {}: {e}",
+        spec.program.display()
+    )))
 }
 
 /// Replaces this process with `kubectl args...`, `KUBECONFIG` pointing at the

@@ -68,7 +68,9 @@ pub async fn run(
     }
 
     announce(&config, &boot, started);
+    notify_systemd("READY=1");
     shutdown.await;
+    notify_systemd("STOPPING=1");
     tracing::info!("shutting down");
     supervisor.stop_all().await;
     tracing::info!("all daemons stopped");
@@ -101,6 +103,34 @@ fn announce(config: &ServerConfig, boot: &bootstrap::Bootstrap, started: Instant
     );
 }
 
+/// Tells systemd (`Type=notify` units) about a state change; a no-op when
+/// not started by systemd. Errors only cost the notification, so they are
+/// logged and ignored.
+fn notify_systemd(state: &str) {
+    let Some(path) = std::env::var_os("NOTIFY_SOCKET") else {
+        return;
+    };
+    let sent = notify_socket(&path, state);
+    if let Err(e) = sent {
+        tracing::warn!(error = %e, "cannot notify systemd ({state})");
+    }
+}
+
+fn notify_socket(path: &std::ffi::OsStr, state: &str) -> std::io::Result<()> {
+    use std::os::linux::net::SocketAddrExt;
+    use std::os::unix::ffi::OsStrExt;
+    use std::os::unix::net::{SocketAddr, UnixDatagram};
+    let bytes = path.as_bytes();
+    // A leading '@' names a socket in the abstract namespace.
+    let addr = match bytes.strip_prefix(b"@") {
+        Some(name) => SocketAddr::from_abstract_name(name)?,
+        None => SocketAddr::from_pathname(path)?,
+    };
+    let sock = UnixDatagram::unbound()?;
+    sock.send_to_addr(state.as_bytes(), &addr)?;
+    Ok(())
+}
+
 /// Resolves on the first SIGTERM or SIGINT. The handlers are installed when
 /// this is called, not when it is first polled, so a signal arriving during
 /// bootstrap is not lost (the default action would skip the clean stop).
@@ -114,4 +144,22 @@ pub fn shutdown_signal() -> std::io::Result<impl Future<Output = ()>> {
             _ = int.recv() => tracing::info!("SIGINT received"),
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn readiness_reaches_a_notify_socket() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("notify.sock");
+        let listener = std::os::unix::net::UnixDatagram::bind(&path).unwrap();
+        notify_socket(path.as_os_str(), "READY=1").unwrap();
+        let mut buf = [0u8; 64];
+        let n = listener.recv(&mut buf).unwrap();
+        assert_eq!(&buf[..n], b"READY=1");
+        // No listener: an error, which notify_systemd only logs.
+        assert!(notify_socket(dir.path().join("gone.sock").as_os_str(), "READY=1").is_err());
+    }
 }
