@@ -11,4 +11,7 @@ export CARGO_INCREMENTAL=0
 
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
+# Every binary, with the same features as the test build, so the tests that
+# run the real daemons (k3rs server, ...) find them fresh beside themselves.
+cargo build --workspace --bins --tests --locked
 cargo nextest run --workspace --locked --profile ci "$@"

@@ -4,6 +4,8 @@
 
 pub mod backoff;
 pub mod health;
+#[cfg(feature = "kube")]
+pub mod leader_election;
 pub mod logging;
 pub mod pki;
 pub mod tls;

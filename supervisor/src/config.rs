@@ -146,6 +146,10 @@ pub struct ServerFlags {
     /// Do not run the node agent and containerd on this server.
     #[arg(long, env = "K3RS_DISABLE_AGENT", value_parser = BoolishValueParser::new())]
     pub disable_agent: bool,
+    /// Do not deploy the manifest NAME (`<data-dir>/server/manifests/NAME.yaml`),
+    /// and remove what it deployed before (repeatable).
+    #[arg(long, env = "K3RS_DISABLE", value_name = "NAME")]
+    pub disable: Vec<String>,
     /// Extra API server flag, key=value (repeatable).
     #[arg(long, env = "K3RS_KUBE_APISERVER_ARG", value_name = "KEY=VALUE")]
     pub kube_apiserver_arg: Vec<String>,
@@ -256,6 +260,8 @@ pub struct ServerConfig {
     pub disable_scheduler: bool,
     pub disable_controller_manager: bool,
     pub disable_agent: bool,
+    #[serde(default, deserialize_with = "one_or_many")]
+    pub disable: Vec<String>,
     #[serde(default, deserialize_with = "one_or_many")]
     pub kube_apiserver_arg: Vec<String>,
     #[serde(default, deserialize_with = "one_or_many")]

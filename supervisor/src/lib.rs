@@ -5,6 +5,7 @@
 //! `components` as child processes (`daemon`), starting each once the
 //! previous is ready, health-checking and restarting them (`supervise`,
 //! `probe`), and stopping them in reverse order on SIGTERM/SIGINT (`server`).
+//! `manifests` applies the auto-deploy manifests once the API server is up.
 //! `cli` is the `k3rs` command line; `check` is `k3rs check-config`.
 
 pub mod bootstrap;
@@ -13,6 +14,7 @@ pub mod cli;
 pub mod components;
 pub mod config;
 pub mod daemon;
+pub mod manifests;
 pub mod probe;
 pub mod server;
 pub mod supervise;

@@ -8,6 +8,7 @@ use crate::bootstrap::{self, BootstrapError};
 use crate::components::{self, ComponentError};
 use crate::config::ServerConfig;
 use crate::daemon::LogSink;
+use crate::manifests;
 use crate::supervise::{Options, SuperviseError, Supervisor};
 
 #[derive(Debug, thiserror::Error)]
@@ -43,6 +44,7 @@ pub async fn run(
         Some(dir) => LogSink::Dir(dir.clone()),
         None => LogSink::Stream(config.log_format),
     };
+    let manifests_interval = opts.manifests_interval;
     let mut supervisor = Supervisor::new(opts, sink);
 
     for spec in plan {
@@ -67,14 +69,40 @@ pub async fn run(
         }
     }
 
+    let deployer = start_manifests(&config, &boot, manifests_interval).await;
     announce(&config, &boot, started);
     notify_systemd("READY=1");
     shutdown.await;
     notify_systemd("STOPPING=1");
+    if let Some(d) = deployer {
+        d.abort();
+    }
     tracing::info!("shutting down");
     supervisor.stop_all().await;
     tracing::info!("all daemons stopped");
     Ok(())
+}
+
+/// Starts applying `<data-dir>/server/manifests/` in the background.
+async fn start_manifests(
+    config: &ServerConfig,
+    boot: &bootstrap::Bootstrap,
+    interval: std::time::Duration,
+) -> Option<tokio::task::JoinHandle<()>> {
+    let dir = config.server_dir().join("manifests");
+    if let Err(e) = std::fs::create_dir_all(&dir) {
+        tracing::warn!(dir = %dir.display(), error = %e, "manifests: cannot create the directory");
+    }
+    match manifests::client(&boot.paths.kubeconfig).await {
+        Ok(client) => {
+            let d = manifests::Deployer::new(client, dir, config.disable.clone());
+            Some(tokio::spawn(d.run(interval)))
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "manifests: no API client; auto-deploy is off");
+            None
+        }
+    }
 }
 
 fn announce(config: &ServerConfig, boot: &bootstrap::Bootstrap, started: Instant) {

@@ -33,6 +33,8 @@ pub struct Options {
     pub stable_after: Duration,
     /// Time between SIGTERM and SIGKILL when stopping a daemon.
     pub stop_grace: Duration,
+    /// How often the manifests directory is checked for changes.
+    pub manifests_interval: Duration,
 }
 
 impl Default for Options {
@@ -48,6 +50,7 @@ impl Default for Options {
             crash_loop_window: Duration::from_secs(300),
             stable_after: Duration::from_secs(60),
             stop_grace: Duration::from_secs(10),
+            manifests_interval: Duration::from_secs(5),
         }
     }
 }

@@ -396,7 +396,7 @@ async fn start_shim(backend: Backend, opts: &StoreOptions) -> Result<TestStore> 
 
 /// Drops a test database with the database's CLI. With `wait` false the
 /// command runs detached (it may block until this process's connections close).
-fn drop_database(backend: Backend, db: &str, wait: bool) {
+pub fn drop_database(backend: Backend, db: &str, wait: bool) {
     let (host, port) = match backend {
         Backend::Postgres => POSTGRES_ADDR.split_once(':'),
         Backend::Mariadb => MARIADB_ADDR.split_once(':'),

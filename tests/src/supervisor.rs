@@ -29,13 +29,12 @@ const SOURCE_CRATES: [&str; 5] = [
 /// up to date with the sources.
 ///
 /// cargo builds a package's binaries for tests only when that package has
-/// integration tests of its own, so `cargo nextest run --workspace` does not
-/// build `k3rs-apiserver`, and a target dir reused across runs may hold a
-/// stale one. So when a binary is missing or older than a source file, the
-/// first call runs `cargo build --workspace --bins --tests` into the target
-/// dir this test executable lives in: the same packages and (with `--tests`)
-/// the same dev-dependency features as the test build, so it reuses every
-/// compiled dependency instead of rebuilding them with other features.
+/// integration tests of its own, so `cargo nextest run` alone does not build
+/// `k3rs-apiserver`, and a target dir reused across runs may hold a stale
+/// one. `scripts/test.sh` builds every binary before the tests run; for other
+/// runs, when a binary is missing or older than a source file, the first
+/// call builds the three packages into the target dir this test executable
+/// lives in.
 pub fn binaries() -> Result<PathBuf> {
     static BUILT: OnceLock<Result<PathBuf, String>> = OnceLock::new();
     BUILT
@@ -76,7 +75,15 @@ fn build_binaries() -> Result<PathBuf> {
         .arg(workspace.join("Cargo.toml"))
         .arg("--target-dir")
         .arg(target_dir)
-        .args(["--locked", "--workspace", "--bins", "--tests"]);
+        .args([
+            "--bins",
+            "-p",
+            "k3rs",
+            "-p",
+            "k3rs-datastore",
+            "-p",
+            "k3rs-apiserver",
+        ]);
     match profile {
         "debug" => {}
         "release" => {

@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use k3rs_e2e::supervisor::{K3rsServer, ServerOptions, children_of, is_gone, send_signal};
+use k3rs_e2e::{Backend, TestStore};
 
 const READY: Duration = Duration::from_secs(90);
 const KUBECTL: Duration = Duration::from_secs(30);
@@ -153,21 +154,41 @@ fn server_restarts_a_killed_apiserver_stops_cleanly_and_restarts_on_its_data() {
     stop_cleanly(again);
 }
 
-#[test]
-fn server_on_postgresql() {
-    let addr = k3rs_e2e::POSTGRES_ADDR;
-    if let Err(e) =
-        std::net::TcpStream::connect_timeout(&addr.parse().unwrap(), Duration::from_secs(3))
-    {
-        panic!("PostgreSQL is not reachable at {addr} ({e}); run ./scripts/setup.sh");
-    }
-    let db = DropDatabase(k3rs_e2e::unique_name("k3rs_sup"));
+/// The same server with `--datastore-endpoint` naming another datastore:
+/// PostgreSQL or MariaDB under the shim, or a real etcd with no shim at all.
+fn server_on(backend: Backend) {
     let dir = tempfile::tempdir().unwrap();
+    let mut _db = None;
+    let mut _etcd = None;
+    let endpoint = match backend {
+        Backend::Postgres | Backend::Mariadb => {
+            let (what, addr) = match backend {
+                Backend::Postgres => ("PostgreSQL", k3rs_e2e::POSTGRES_ADDR),
+                _ => ("MariaDB", k3rs_e2e::MARIADB_ADDR),
+            };
+            if let Err(e) =
+                std::net::TcpStream::connect_timeout(&addr.parse().unwrap(), Duration::from_secs(3))
+            {
+                panic!("{what} is not reachable at {addr} ({e}); run ./scripts/setup.sh");
+            }
+            let name = k3rs_e2e::unique_name("k3rs_sup");
+            let url = match backend {
+                Backend::Postgres => format!("postgres://postgres@{addr}/{name}"),
+                _ => format!("mysql://root@tcp({addr})/{name}"),
+            };
+            _db = Some(DropDatabase(backend, name));
+            url
+        }
+        _ => {
+            let rt = tokio::runtime::Runtime::new().unwrap();
+            let etcd = rt.block_on(TestStore::start(Backend::Etcd)).unwrap();
+            let url = etcd.endpoint().to_string();
+            _etcd = Some((rt, etcd));
+            url
+        }
+    };
     let opts = ServerOptions {
-        args: vec![
-            "--datastore-endpoint".into(),
-            format!("postgres://postgres@{addr}/{}", db.0),
-        ],
+        args: vec!["--datastore-endpoint".into(), endpoint],
         ..Default::default()
     };
     let mut server = K3rsServer::start(dir.path(), &opts).unwrap();
@@ -179,26 +200,43 @@ fn server_on_postgresql() {
     server
         .kubectl_until_ok(&["apply", "-f", "-"], Some(CONFIGMAP), KUBECTL)
         .unwrap();
-    // The state is in PostgreSQL, not in a SQLite file.
+    assert_eq!(greeting(&server), "hello from k3rs");
+    // The state is in the named datastore, not in a SQLite file.
     assert!(!server.data_dir.join("server/db/state.db").exists());
+    let runs_shim = server.child_pid("k3rs-datastore").is_some();
+    assert_eq!(
+        runs_shim,
+        backend != Backend::Etcd,
+        "{:?}",
+        server.children()
+    );
     stop_cleanly(server);
+    if let Some((rt, etcd)) = _etcd {
+        rt.block_on(etcd.stop());
+    }
+}
+
+#[test]
+fn server_on_postgresql() {
+    server_on(Backend::Postgres);
+}
+
+#[test]
+fn server_on_mariadb() {
+    server_on(Backend::Mariadb);
+}
+
+#[test]
+fn server_on_external_etcd() {
+    server_on(Backend::Etcd);
 }
 
 /// Drops the test's database when the test ends, passed or not.
-struct DropDatabase(String);
+struct DropDatabase(Backend, String);
 
 impl Drop for DropDatabase {
     fn drop(&mut self) {
-        let (host, port) = k3rs_e2e::POSTGRES_ADDR
-            .split_once(':')
-            .unwrap_or(("127.0.0.1", "5432"));
-        let _ = std::process::Command::new("psql")
-            .args(["-h", host, "-p", port, "-U", "postgres", "-qc"])
-            .arg(format!(
-                "DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)",
-                self.0
-            ))
-            .output();
+        k3rs_e2e::drop_database(self.0, &self.1, true);
     }
 }
 
@@ -224,4 +262,128 @@ fn bad_config_exits_2_naming_file_and_key() {
         "{stderr}"
     );
     assert!(!dir.path().join("data").exists(), "nothing was created");
+}
+
+const GOOD_MANIFEST: &str = "apiVersion: v1
+kind: Namespace
+metadata:
+  name: deployed
+---
+apiVersion: v1
+kind: ConfigMap
+metadata:
+  name: from-manifest
+data:
+  version: one
+";
+
+/// Waits until `kubectl args` prints something containing `needle`.
+fn wait_for_output(server: &K3rsServer, args: &[&str], needle: &str) -> String {
+    let deadline = std::time::Instant::now() + Duration::from_secs(40);
+    loop {
+        let out = server.kubectl(args, None).unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        if text.contains(needle) {
+            return text;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "kubectl {args:?} never showed {needle:?}; last: {text}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+#[test]
+fn manifests_are_applied_updated_reported_and_disabled() {
+    let dir = tempfile::tempdir().unwrap();
+    let manifests = dir.path().join("data/server/manifests");
+    std::fs::create_dir_all(&manifests).unwrap();
+    std::fs::write(manifests.join("good.yaml"), GOOD_MANIFEST).unwrap();
+    std::fs::write(manifests.join("broken.yaml"), "kind: [unclosed\n").unwrap();
+    let mut server = K3rsServer::start(dir.path(), &ServerOptions::default()).unwrap();
+    server.wait_ready(READY).unwrap();
+
+    // Namespaced objects without a namespace land in kube-system, as in K3s.
+    let cm = ["get", "configmap", "from-manifest", "-n", "kube-system"];
+    let version = [&cm[..], &["-o", "jsonpath={.data.version}"]].concat();
+    wait_for_output(&server, &version, "one");
+    wait_for_output(
+        &server,
+        &["get", "ns", "deployed", "-o", "name"],
+        "namespace/deployed",
+    );
+    let managers = wait_for_output(
+        &server,
+        &[
+            &cm[..],
+            &["-o", "jsonpath={.metadata.managedFields[*].manager}"],
+        ]
+        .concat(),
+        "k3rs-deploy",
+    );
+    assert!(managers.contains("k3rs-deploy"), "{managers}");
+
+    // The broken file is reported (an event and the status entry); the good one applied anyway.
+    let describe = [
+        "describe",
+        "configmap",
+        "k3rs-manifests",
+        "-n",
+        "kube-system",
+    ];
+    let text = wait_for_output(&server, &describe, "ApplyManifestFailed");
+    assert!(
+        text.contains("broken.yaml") && text.contains("AppliedManifest"),
+        "{text}"
+    );
+    let status = wait_for_output(
+        &server,
+        &[
+            "get",
+            "configmap",
+            "k3rs-manifests",
+            "-n",
+            "kube-system",
+            "-o",
+            "jsonpath={.data.broken\\.yaml}",
+        ],
+        "error",
+    );
+    assert!(
+        status.contains("line"),
+        "the parse error has a position: {status}"
+    );
+
+    // A change to the file is applied again.
+    std::fs::write(
+        manifests.join("good.yaml"),
+        GOOD_MANIFEST.replace("version: one", "version: two"),
+    )
+    .unwrap();
+    wait_for_output(&server, &version, "two");
+    stop_cleanly(server);
+
+    // --disable good: skipped, and what it created is removed.
+    let opts = ServerOptions {
+        args: vec!["--disable".into(), "good".into()],
+        ..Default::default()
+    };
+    let mut again = K3rsServer::start(dir.path(), &opts).unwrap();
+    again.wait_ready(READY).unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(40);
+    loop {
+        let out = again.kubectl(&cm, None).unwrap();
+        if !out.status.success() && String::from_utf8_lossy(&out.stderr).contains("NotFound") {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "from-manifest was not removed"
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    wait_for_output(&again, &describe, "RemovedManifest");
+    stop_cleanly(again);
 }

@@ -7,8 +7,11 @@
 //!     cargo run --release -p k3rs-e2e --bin bench -- datastore
 //!     cargo build --release -p k3rs-apiserver -p k3rs-e2e --bins
 //!     $CARGO_TARGET_DIR/release/bench apiserver
+//!     $CARGO_TARGET_DIR/release/bench server      # needs the k3rs binaries built too
 
 mod apiserver;
+mod scheduler;
+mod server;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -37,6 +40,25 @@ enum Cmd {
         /// Comma-separated targets: etcd, sqlite, postgres, mariadb.
         #[arg(long, default_value = "etcd,sqlite,postgres,mariadb")]
         targets: String,
+    },
+    /// `k3rs server --disable-agent`: cold and warm start to ready, RSS of
+    /// every process at idle, on each datastore.
+    Server {
+        #[arg(long, default_value_t = 5)]
+        runs: usize,
+        /// Comma-separated datastores: sqlite, postgres, mariadb, etcd.
+        #[arg(long, default_value = "sqlite,postgres,mariadb,etcd")]
+        datastores: String,
+    },
+    /// k3rs-scheduler: fake nodes, many pods, pods/s first create → all bound,
+    /// create→bound p50/p99, and the ratio to the 500 pods/s target.
+    Scheduler {
+        #[arg(long, default_value_t = 500)]
+        nodes: usize,
+        #[arg(long, default_value_t = 5_000)]
+        pods: usize,
+        #[arg(long, default_value_t = 32)]
+        clients: usize,
     },
     /// k3rs-apiserver over the shim vs over etcd 3.4: creates, gets, patches,
     /// lists, watch fan-out, deletes; RSS with every object stored.
@@ -391,6 +413,21 @@ fn main() -> Result<()> {
                 VALUE_BYTES
             );
             print_table(&rows);
+            Ok(())
+        }),
+        Cmd::Server { runs, datastores } => rt.block_on(server::run(runs, &datastores)),
+        Cmd::Scheduler {
+            nodes,
+            pods,
+            clients,
+        } => rt.block_on(async {
+            let load = scheduler::Load {
+                nodes,
+                pods,
+                clients,
+            };
+            let r = scheduler::run(&load).await.context("scheduler benchmark")?;
+            scheduler::print(&load, &r);
             Ok(())
         }),
         Cmd::Apiserver {
