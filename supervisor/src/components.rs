@@ -328,9 +328,11 @@ fn scheduler(ctx: &Context) -> Result<DaemonSpec, ComponentError> {
         bootstrap::daemon_kubeconfig(ctx.boot, "kube-scheduler", "system:kube-scheduler", &[])?;
     let args = common(ctx.config)
         .set("kubeconfig", kubeconfig.display())
+        .set("bind-address", "127.0.0.1")
+        // DESIGN §3: health on 10259.
+        .set("secure-port", 10259)
         .with_overrides(&ctx.config.kube_scheduler_arg);
-    // DESIGN §3: health on 10259.
-    let health = Health::standard(Endpoint::Http(([127, 0, 0, 1], 10259).into()));
+    let health = Health::standard(Endpoint::Http(health_addr("scheduler", &args)?));
     Ok(finish(ctx, "scheduler", &args, health))
 }
 
@@ -343,10 +345,34 @@ fn controller_manager(ctx: &Context) -> Result<DaemonSpec, ComponentError> {
     )?;
     let args = common(ctx.config)
         .set("kubeconfig", kubeconfig.display())
+        .set("bind-address", "127.0.0.1")
+        // DESIGN §3: health on 10257.
+        .set("secure-port", 10257)
         .with_overrides(&ctx.config.kube_controller_manager_arg);
-    // DESIGN §3: health on 10257.
-    let health = Health::standard(Endpoint::Http(([127, 0, 0, 1], 10257).into()));
+    let health = Health::standard(Endpoint::Http(health_addr("controller-manager", &args)?));
     Ok(finish(ctx, "controller-manager", &args, health))
+}
+
+/// Where a daemon serves its health endpoint, from its final
+/// `--bind-address` and `--secure-port` (the user may move either).
+fn health_addr(component: &'static str, args: &Args) -> Result<SocketAddr, ComponentError> {
+    let port = args.get("secure-port").unwrap_or_default();
+    let port: u16 = port
+        .parse()
+        .map_err(|e| invalid(component, format!("secure-port {port:?}: {e}")))?;
+    let ip: std::net::IpAddr = match args.get("bind-address") {
+        Some(a) => a
+            .parse()
+            .map_err(|e| invalid(component, format!("bind-address {a:?}: {e}")))?,
+        None => [127, 0, 0, 1].into(),
+    };
+    // A wildcard bind is probed on loopback.
+    let ip = if ip.is_unspecified() {
+        [127, 0, 0, 1].into()
+    } else {
+        ip
+    };
+    Ok(SocketAddr::new(ip, port))
 }
 
 #[cfg(test)]

@@ -14,11 +14,12 @@ use anyhow::{Context, Result, anyhow, bail};
 pub const READY_LINE: &str = "k3rs server is ready";
 
 /// The binaries the supervisor tests run.
-pub const BINARIES: [&str; 3] = ["k3rs", "k3rs-datastore", "k3rs-apiserver"];
+pub const BINARIES: [&str; 4] = ["k3rs", "k3rs-datastore", "k3rs-apiserver", "k3rs-scheduler"];
 
 /// Workspace crates those binaries are built from.
-const SOURCE_CRATES: [&str; 5] = [
+const SOURCE_CRATES: [&str; 6] = [
     "supervisor",
+    "scheduler",
     "datastore-shim",
     "apiserver",
     "apimachinery",
@@ -191,6 +192,8 @@ impl K3rsServer {
             crate::free_port()?,
             crate::free_port()?,
         );
+        // Tests run side by side: every health port is a free one.
+        let (sched, cm) = (crate::free_port()?, crate::free_port()?);
         let data_dir = root.join("data");
         let kubeconfig = root.join("k3rs.yaml");
         let config = root.join("config.yaml");
@@ -199,6 +202,8 @@ impl K3rsServer {
             format!(
                 "datastore-listen-address: 127.0.0.1:{etcd}\n\
                  datastore-arg:\n  - metrics-address=127.0.0.1:{health}\n\
+                 kube-scheduler-arg:\n  - secure-port={sched}\n\
+                 kube-controller-manager-arg:\n  - secure-port={cm}\n\
                  bind-address: 127.0.0.1\n{}",
                 opts.config
             ),

@@ -121,6 +121,12 @@ fn server_restarts_a_killed_apiserver_stops_cleanly_and_restarts_on_its_data() {
         .unwrap();
 
     // kill -9 the API server: the supervisor notices, says why, restarts it.
+    // The scheduler is built beside k3rs, so the server runs it.
+    assert!(
+        server.child_pid("k3rs-scheduler").is_some(),
+        "{:?}",
+        server.children()
+    );
     let api = server.child_pid("k3rs-apiserver").expect("apiserver child");
     let datastore = server.child_pid("k3rs-datastore").expect("datastore child");
     send_signal(api, "KILL").unwrap();

@@ -66,6 +66,15 @@ fn start(bin: &Path, root: &Path, endpoint: Option<&str>) -> Result<Started> {
             "--datastore-arg",
             &format!("metrics-address=127.0.0.1:{health}"),
         ])
+        // Health ports of the scheduler and controller manager, if installed.
+        .args([
+            "--kube-scheduler-arg",
+            &format!("secure-port={}", free_port()?),
+        ])
+        .args([
+            "--kube-controller-manager-arg",
+            &format!("secure-port={}", free_port()?),
+        ])
         .env("NO_COLOR", "1")
         .stdin(Stdio::null())
         .stdout(Stdio::null())
