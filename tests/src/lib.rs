@@ -10,6 +10,7 @@
 //! skip themselves.
 
 pub mod cluster;
+pub mod containerd;
 pub mod supervisor;
 
 use std::fmt;

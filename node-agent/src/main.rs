@@ -1,0 +1,127 @@
+//! `k3rs-node-agent`: parse flags, set up logging, run the agent.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Parser;
+use k3rs_common::LogFormat;
+use k3rs_node_agent::Config;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "k3rs-node-agent",
+    version,
+    about = "The k3rs node agent: runs this node's pods on containerd"
+)]
+struct Flags {
+    /// kubeconfig with the apiserver address and this node's credentials.
+    #[arg(long, env = "K3RS_KUBECONFIG")]
+    kubeconfig: PathBuf,
+    /// The name this node registers as (default: the hostname).
+    #[arg(long, env = "K3RS_NODE_NAME")]
+    node_name: Option<String>,
+    /// The CRI socket of containerd.
+    #[arg(
+        long,
+        env = "K3RS_CONTAINER_RUNTIME_ENDPOINT",
+        default_value = "unix:///run/k3rs/containerd/containerd.sock"
+    )]
+    container_runtime_endpoint: String,
+    /// Where the agent keeps pod volumes and state.
+    #[arg(long, env = "K3RS_ROOT_DIR", default_value = "/var/lib/k3rs/agent")]
+    root_dir: PathBuf,
+    /// Where container logs are written.
+    #[arg(long, env = "K3RS_POD_LOGS_DIR", default_value = "/var/log/pods")]
+    pod_logs_dir: PathBuf,
+    /// The cluster DNS service address(es) pods resolve names with.
+    #[arg(
+        long,
+        env = "K3RS_CLUSTER_DNS",
+        value_delimiter = ',',
+        default_value = "10.43.0.10"
+    )]
+    cluster_dns: Vec<IpAddr>,
+    #[arg(long, env = "K3RS_CLUSTER_DOMAIN", default_value = "cluster.local")]
+    cluster_domain: String,
+    /// Pod address range of this node (default: the Node's spec.podCIDR).
+    #[arg(long, env = "K3RS_POD_CIDR")]
+    pod_cidr: Option<String>,
+    /// Where the CNI config goes (default: <root-dir>/etc/cni/net.d).
+    #[arg(long, env = "K3RS_CNI_CONF_DIR")]
+    cni_conf_dir: Option<PathBuf>,
+    #[arg(long, env = "K3RS_CNI_BIN_DIR", default_value = "/usr/lib/cni")]
+    cni_bin_dir: PathBuf,
+    /// The address reported as InternalIP (default: the default route's source).
+    #[arg(long, env = "K3RS_NODE_IP")]
+    node_ip: Option<IpAddr>,
+    #[arg(long, env = "K3RS_BIND_ADDRESS", default_value = "0.0.0.0")]
+    bind_address: IpAddr,
+    /// The kubelet API port advertised in the Node status.
+    #[arg(long, env = "K3RS_PORT", default_value_t = 10250)]
+    port: u16,
+    /// Port of the health endpoint on 127.0.0.1; 0 disables it.
+    #[arg(long, env = "K3RS_HEALTHZ_PORT", default_value_t = 10248)]
+    healthz_port: u16,
+    #[arg(long, env = "K3RS_LOG_FORMAT", default_value = "text")]
+    log_format: LogFormat,
+    /// More logging (-v debug, -vv trace).
+    #[arg(short = 'v', action = clap::ArgAction::Count)]
+    verbose: u8,
+}
+
+fn main() -> ExitCode {
+    let flags = match Flags::try_parse() {
+        Ok(f) => f,
+        Err(e)
+            if matches!(
+                e.kind(),
+                clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion
+            ) =>
+        {
+            let _ = e.print();
+            return ExitCode::SUCCESS;
+        }
+        Err(e) => {
+            let msg = e.to_string();
+            let line = msg.lines().next().unwrap_or("invalid flags");
+            eprintln!("k3rs-node-agent: {line}");
+            return ExitCode::from(2);
+        }
+    };
+    k3rs_common::logging::init(flags.log_format, flags.verbose);
+    let node_name = flags
+        .node_name
+        .unwrap_or_else(k3rs_common::pki::hostname)
+        .to_lowercase();
+    let mut config = Config::new(flags.kubeconfig, node_name);
+    config.cni_conf_dir = flags
+        .cni_conf_dir
+        .unwrap_or_else(|| flags.root_dir.join("etc/cni/net.d"));
+    config.container_runtime_endpoint = flags.container_runtime_endpoint;
+    config.root_dir = flags.root_dir;
+    config.pod_logs_dir = flags.pod_logs_dir;
+    config.cluster_dns = flags.cluster_dns;
+    config.cluster_domain = flags.cluster_domain;
+    config.pod_cidr = flags.pod_cidr;
+    config.cni_bin_dir = flags.cni_bin_dir;
+    config.node_ip = flags.node_ip;
+    config.port = flags.port;
+    let _ = flags.bind_address;
+    config.healthz_addr =
+        (flags.healthz_port != 0).then(|| SocketAddr::from(([127, 0, 0, 1], flags.healthz_port)));
+    let rt = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("k3rs-node-agent: starting the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(k3rs_node_agent::run(config)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = %e, "k3rs-node-agent failed");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,411 @@
+//! A private containerd for node-agent tests: its own root, state, socket
+//! and CNI config dir under a temp dir, runc with cgroupfs, and a sandbox
+//! (pause) image built here from the static busybox, since no registry is
+//! reachable. Needs root and the Debian packages `containerd`, `runc`,
+//! `containernetworking-plugins` and `busybox-static` (scripts/setup.sh
+//! installs them); it installs nothing itself and fails saying what is missing.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+
+/// The image pods in tests run: busybox with `sh` and friends on the PATH.
+pub const BUSYBOX_IMAGE: &str = "k3rs.local/busybox:1";
+/// The sandbox image containerd starts for every pod.
+pub const PAUSE_IMAGE: &str = "k3rs.local/pause:1";
+
+const BUSYBOX: &str = "/bin/busybox";
+const CNI_BIN_DIR: &str = "/usr/lib/cni";
+
+pub struct Containerd {
+    pub dir: tempfile::TempDir,
+    pub socket: PathBuf,
+    /// Where containerd reads CNI network configs (the agent writes them).
+    pub cni_conf_dir: PathBuf,
+    child: Option<Child>,
+}
+
+fn require(path: &str, package: &str) -> Result<()> {
+    if !Path::new(path).exists() {
+        bail!("{path} is missing: install the Debian package {package} (scripts/setup.sh)");
+    }
+    Ok(())
+}
+
+impl Containerd {
+    /// Starts containerd (overlayfs, or native where overlay mounts fail)
+    /// and imports the busybox and pause images into its `k8s.io` namespace.
+    pub async fn start() -> Result<Self> {
+        require("/usr/bin/containerd", "containerd")?;
+        require("/usr/sbin/runc", "runc")?;
+        require("/usr/lib/cni/bridge", "containernetworking-plugins")?;
+        require(BUSYBOX, "busybox-static")?;
+        if unsafe_euid() != 0 {
+            bail!("containerd tests need root");
+        }
+        let dir = tempfile::Builder::new().prefix("k3rs-ctd").tempdir()?;
+        let mut last = None;
+        for snapshotter in ["overlayfs", "native"] {
+            match Self::start_with(&dir, snapshotter).await {
+                Ok(child) => {
+                    let mut c = Self {
+                        socket: dir.path().join("containerd.sock"),
+                        cni_conf_dir: dir.path().join("cni"),
+                        dir,
+                        child: Some(child),
+                    };
+                    c.import_images().await?;
+                    return Ok(c);
+                }
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(last.unwrap_or_else(|| anyhow::anyhow!("containerd did not start")))
+    }
+
+    async fn start_with(dir: &tempfile::TempDir, snapshotter: &str) -> Result<Child> {
+        let d = dir.path();
+        std::fs::create_dir_all(d.join("cni"))?;
+        let config = format!(
+            r#"version = 2
+root = "{root}"
+state = "{state}"
+disabled_plugins = []
+[grpc]
+  address = "{d}/containerd.sock"
+[ttrpc]
+  address = "{d}/containerd.sock.ttrpc"
+[plugins."io.containerd.grpc.v1.cri"]
+  sandbox_image = "{PAUSE_IMAGE}"
+  stream_server_address = "127.0.0.1"
+  stream_server_port = "0"
+  # This machine may not let us lower OOM scores (nested containers):
+  # never ask for less than containerd's own.
+  restrict_oom_score_adj = true
+  [plugins."io.containerd.grpc.v1.cri".containerd]
+    snapshotter = "{snapshotter}"
+    default_runtime_name = "runc"
+    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
+      runtime_type = "io.containerd.runc.v2"
+      [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
+        SystemdCgroup = false
+        Root = "{d}/runc"
+  [plugins."io.containerd.grpc.v1.cri".cni]
+    bin_dir = "{CNI_BIN_DIR}"
+    conf_dir = "{d}/cni"
+"#,
+            root = d.join("root").display(),
+            state = d.join("state").display(),
+            d = d.display(),
+        );
+        std::fs::write(d.join("config.toml"), config)?;
+        let log = std::fs::File::create(d.join("containerd.log"))?;
+        let mut child = Command::new("containerd")
+            .arg("--config")
+            .arg(d.join("config.toml"))
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .context("spawn containerd")?;
+        let sock = d.join("containerd.sock");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(status) = child.try_wait()? {
+                bail!(
+                    "containerd exited with {status}: {}",
+                    std::fs::read_to_string(d.join("containerd.log")).unwrap_or_default()
+                );
+            }
+            if sock.exists() {
+                let out = ctr(&sock, &["plugins", "ls"])?;
+                if out.status.success() {
+                    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+                    let ok = text.lines().any(|l| {
+                        l.contains("io.containerd.snapshotter.v1")
+                            && l.split_whitespace().nth(1) == Some(snapshotter)
+                            && l.trim_end().ends_with("ok")
+                    });
+                    if !ok {
+                        let _ = child.kill();
+                        let _ = child.wait();
+                        bail!("snapshotter {snapshotter} does not work here:\n{text}");
+                    }
+                    // A test mount shows whether overlay really mounts (in a
+                    // container it may load but fail on use).
+                    return Ok(child);
+                }
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                bail!("containerd did not come up in 30s");
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    async fn import_images(&mut self) -> Result<()> {
+        let busybox = self.dir.path().join("busybox.tar");
+        let pause = self.dir.path().join("pause.tar");
+        write_busybox_image(&busybox, BUSYBOX_IMAGE, None)?;
+        write_busybox_image(
+            &pause,
+            PAUSE_IMAGE,
+            Some(&["/bin/busybox", "sleep", "2147483647"]),
+        )?;
+        for tar in [&busybox, &pause] {
+            let tar = tar.display().to_string();
+            let out = ctr(
+                &self.socket,
+                &["-n", "k8s.io", "images", "import", "--no-unpack", &tar],
+            )?;
+            if !out.status.success() {
+                bail!(
+                    "ctr images import {tar}: {}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+            }
+        }
+        Ok(())
+    }
+
+    /// The CRI endpoint for `--container-runtime-endpoint`.
+    pub fn endpoint(&self) -> String {
+        format!("unix://{}", self.socket.display())
+    }
+
+    /// containerd's log so far (for assertion messages).
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("containerd.log")).unwrap_or_default()
+    }
+
+    /// Stops and removes every pod sandbox over CRI, so CNI releases the
+    /// addresses and network namespaces of pods a failed test left behind.
+    fn remove_sandboxes(&self) {
+        use k3rs_node_agent::cri::{CriClient, Runtime};
+        let endpoint = self.endpoint();
+        let worker = std::thread::spawn(move || {
+            let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            else {
+                return;
+            };
+            rt.block_on(async {
+                let Ok(cri) = CriClient::new(&endpoint) else {
+                    return;
+                };
+                let work = async {
+                    for sb in cri.list_pod_sandboxes(None).await.unwrap_or_default() {
+                        let _ = cri.stop_pod_sandbox(&sb.id).await;
+                        let _ = cri.remove_pod_sandbox(&sb.id).await;
+                    }
+                };
+                let _ = tokio::time::timeout(Duration::from_secs(30), work).await;
+            });
+        });
+        let _ = worker.join();
+    }
+
+    /// Removes the pods, kills every task in `k8s.io`, stops containerd and
+    /// unmounts what it left.
+    fn teardown(&mut self) {
+        if self.child.is_some() {
+            self.remove_sandboxes();
+        }
+        if let Some(mut child) = self.child.take() {
+            if let Ok(out) = ctr(&self.socket, &["-n", "k8s.io", "tasks", "ls", "-q"]) {
+                for id in String::from_utf8_lossy(&out.stdout).lines() {
+                    let _ = ctr(
+                        &self.socket,
+                        &["-n", "k8s.io", "tasks", "kill", "-s", "KILL", id],
+                    );
+                }
+            }
+            std::thread::sleep(Duration::from_millis(300));
+            unsafe_kill(child.id(), 15);
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = child.try_wait() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        // Unmount deepest first: rootfs overlays, shm, netns bind mounts.
+        let prefix = self.dir.path().display().to_string();
+        if let Ok(mounts) = std::fs::read_to_string("/proc/self/mounts") {
+            let mut points: Vec<&str> = mounts
+                .lines()
+                .filter_map(|l| l.split_whitespace().nth(1))
+                .filter(|p| p.starts_with(&prefix))
+                .collect();
+            points.sort_by_key(|p| std::cmp::Reverse(p.len()));
+            for p in points {
+                let _ = Command::new("umount").arg("-l").arg(p).status();
+            }
+        }
+    }
+}
+
+impl Drop for Containerd {
+    fn drop(&mut self) {
+        self.teardown();
+    }
+}
+
+fn ctr(sock: &Path, args: &[&str]) -> Result<std::process::Output> {
+    Command::new("ctr")
+        .arg("-a")
+        .arg(sock)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .context("run ctr")
+}
+
+fn unsafe_euid() -> u32 {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() }
+}
+
+fn unsafe_kill(pid: u32, sig: i32) {
+    // SAFETY: signalling a child we spawned and have not reaped yet.
+    unsafe {
+        libc::kill(pid as i32, sig);
+    }
+}
+
+fn sha256_hex(data: &[u8]) -> String {
+    let d = ring::digest::digest(&ring::digest::SHA256, data);
+    d.as_ref().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Writes an OCI image layout tarball holding one uncompressed layer with
+/// the static busybox and its applet links, named `name` for `ctr import`.
+/// `entrypoint` makes it e.g. a pause image; otherwise it runs `sh`.
+pub fn write_busybox_image(path: &Path, name: &str, entrypoint: Option<&[&str]>) -> Result<()> {
+    let layer = busybox_layer()?;
+    let layer_digest = sha256_hex(&layer);
+    let mut cfg = serde_json::json!({
+        "Env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"],
+        "Cmd": ["/bin/sh"],
+        "WorkingDir": "/",
+    });
+    if let Some(ep) = entrypoint {
+        cfg["Entrypoint"] = serde_json::json!(ep);
+        cfg["Cmd"] = serde_json::Value::Null;
+    }
+    let config = serde_json::to_vec(&serde_json::json!({
+        "architecture": go_arch(),
+        "os": "linux",
+        "config": cfg,
+        "rootfs": {"type": "layers", "diff_ids": [format!("sha256:{layer_digest}")]},
+        "history": [{"created_by": "k3rs-e2e"}],
+    }))?;
+    let config_digest = sha256_hex(&config);
+    let manifest = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {
+            "mediaType": "application/vnd.oci.image.config.v1+json",
+            "digest": format!("sha256:{config_digest}"),
+            "size": config.len(),
+        },
+        "layers": [{
+            "mediaType": "application/vnd.oci.image.layer.v1.tar",
+            "digest": format!("sha256:{layer_digest}"),
+            "size": layer.len(),
+        }],
+    }))?;
+    let manifest_digest = sha256_hex(&manifest);
+    let index = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.index.v1+json",
+        "manifests": [{
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "digest": format!("sha256:{manifest_digest}"),
+            "size": manifest.len(),
+            "annotations": {
+                "io.containerd.image.name": name,
+                "org.opencontainers.image.ref.name": name.rsplit(':').next().unwrap_or("latest"),
+            },
+        }],
+    }))?;
+    let file = std::fs::File::create(path)?;
+    let mut tar = tar::Builder::new(file);
+    add_file(
+        &mut tar,
+        "oci-layout",
+        br#"{"imageLayoutVersion":"1.0.0"}"#,
+        0o644,
+    )?;
+    add_file(&mut tar, "index.json", &index, 0o644)?;
+    for (digest, data) in [
+        (&layer_digest, &layer),
+        (&config_digest, &config),
+        (&manifest_digest, &manifest),
+    ] {
+        add_file(&mut tar, &format!("blobs/sha256/{digest}"), data, 0o644)?;
+    }
+    tar.into_inner()?.flush()?;
+    Ok(())
+}
+
+fn go_arch() -> &'static str {
+    match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        "arm" => "arm",
+        other => other,
+    }
+}
+
+fn add_file<W: Write>(tar: &mut tar::Builder<W>, path: &str, data: &[u8], mode: u32) -> Result<()> {
+    let mut h = tar::Header::new_gnu();
+    h.set_size(data.len() as u64);
+    h.set_mode(mode);
+    h.set_mtime(0);
+    h.set_entry_type(tar::EntryType::Regular);
+    tar.append_data(&mut h, path, data)?;
+    Ok(())
+}
+
+fn busybox_layer() -> Result<Vec<u8>> {
+    let bin = std::fs::read(BUSYBOX).with_context(|| format!("read {BUSYBOX}"))?;
+    let mut tar = tar::Builder::new(Vec::new());
+    for d in ["bin", "etc", "tmp", "var", "proc", "sys", "dev", "root"] {
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(tar::EntryType::Directory);
+        h.set_mode(if d == "tmp" { 0o1777 } else { 0o755 });
+        h.set_size(0);
+        h.set_mtime(0);
+        tar.append_data(&mut h, format!("{d}/"), std::io::empty())?;
+    }
+    add_file(&mut tar, "bin/busybox", &bin, 0o755)?;
+    for applet in [
+        "sh", "sleep", "echo", "cat", "env", "ls", "true", "false", "hostname", "ip", "wget", "nc",
+        "grep", "test", "head", "tail", "wc", "sed", "tr", "printf", "date", "mkdir", "touch",
+        "kill", "ps", "id",
+    ] {
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(tar::EntryType::Symlink);
+        h.set_mode(0o777);
+        h.set_size(0);
+        h.set_mtime(0);
+        tar.append_link(&mut h, format!("bin/{applet}"), "busybox")?;
+    }
+    add_file(
+        &mut tar,
+        "etc/passwd",
+        b"root:x:0:0:root:/root:/bin/sh\n",
+        0o644,
+    )?;
+    add_file(&mut tar, "etc/group", b"root:x:0:\n", 0o644)?;
+    Ok(tar.into_inner()?)
+}
