@@ -14,12 +14,19 @@ use anyhow::{Context, Result, anyhow, bail};
 pub const READY_LINE: &str = "k3rs server is ready";
 
 /// The binaries the supervisor tests run.
-pub const BINARIES: [&str; 4] = ["k3rs", "k3rs-datastore", "k3rs-apiserver", "k3rs-scheduler"];
+pub const BINARIES: [&str; 5] = [
+    "k3rs",
+    "k3rs-datastore",
+    "k3rs-apiserver",
+    "k3rs-scheduler",
+    "k3rs-controller-manager",
+];
 
 /// Workspace crates those binaries are built from.
-const SOURCE_CRATES: [&str; 6] = [
+const SOURCE_CRATES: [&str; 7] = [
     "supervisor",
     "scheduler",
+    "controller-manager",
     "datastore-shim",
     "apiserver",
     "apimachinery",
@@ -294,8 +301,10 @@ impl K3rsServer {
         children_of(self.pid())
     }
 
-    /// The pid of the child running `comm` (e.g. "k3rs-apiserver").
-    pub fn child_pid(&self, comm: &str) -> Option<u32> {
+    /// The pid of the child running `program` (e.g. "k3rs-apiserver").
+    pub fn child_pid(&self, program: &str) -> Option<u32> {
+        // The kernel keeps the first 15 bytes of a program name as `comm`.
+        let comm = program.get(..15).unwrap_or(program);
         self.children()
             .into_iter()
             .find(|(_, c)| c == comm)

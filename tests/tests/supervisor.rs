@@ -121,12 +121,24 @@ fn server_restarts_a_killed_apiserver_stops_cleanly_and_restarts_on_its_data() {
         .unwrap();
 
     // kill -9 the API server: the supervisor notices, says why, restarts it.
-    // The scheduler is built beside k3rs, so the server runs it.
-    assert!(
-        server.child_pid("k3rs-scheduler").is_some(),
-        "{:?}",
-        server.children()
-    );
+    // The scheduler and controller manager are built beside k3rs, so the
+    // server runs them; the controller manager gives every namespace its
+    // default ServiceAccount.
+    for daemon in ["k3rs-scheduler", "k3rs-controller-manager"] {
+        assert!(
+            server.child_pid(daemon).is_some(),
+            "{daemon}: {:?}",
+            server.children()
+        );
+    }
+    let sa = server
+        .kubectl_until_ok(
+            &["get", "sa", "default", "-n", "default", "-o", "name"],
+            None,
+            KUBECTL,
+        )
+        .unwrap();
+    assert_eq!(sa.trim(), "serviceaccount/default");
     let api = server.child_pid("k3rs-apiserver").expect("apiserver child");
     let datastore = server.child_pid("k3rs-datastore").expect("datastore child");
     send_signal(api, "KILL").unwrap();

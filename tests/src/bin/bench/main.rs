@@ -10,6 +10,7 @@
 //!     $CARGO_TARGET_DIR/release/bench server      # needs the k3rs binaries built too
 
 mod apiserver;
+mod controllers;
 mod scheduler;
 mod server;
 
@@ -58,6 +59,16 @@ enum Cmd {
         #[arg(long, default_value_t = 5_000)]
         pods: usize,
         #[arg(long, default_value_t = 32)]
+        clients: usize,
+    },
+    /// k3rs-controller-manager (as a process): Deployments x replicas created
+    /// at once until every ReplicaSet and pod exists; time and RSS.
+    Controllers {
+        #[arg(long, default_value_t = 1_000)]
+        deployments: usize,
+        #[arg(long, default_value_t = 3)]
+        replicas: i32,
+        #[arg(long, default_value_t = 16)]
         clients: usize,
     },
     /// k3rs-apiserver over the shim vs over etcd 3.4: creates, gets, patches,
@@ -428,6 +439,20 @@ fn main() -> Result<()> {
             };
             let r = scheduler::run(&load).await.context("scheduler benchmark")?;
             scheduler::print(&load, &r);
+            Ok(())
+        }),
+        Cmd::Controllers {
+            deployments,
+            replicas,
+            clients,
+        } => rt.block_on(async {
+            let load = controllers::Load {
+                deployments,
+                replicas,
+                clients,
+            };
+            let r = controllers::run(&load).await.context("controllers benchmark")?;
+            controllers::print(&load, &r);
             Ok(())
         }),
         Cmd::Apiserver {

@@ -1,0 +1,1356 @@
+//! k3rs-controller-manager against a real k3rs-apiserver on the SQLite shim,
+//! driven with the real kubectl 1.33. No node agent or scheduler runs: the
+//! fake nodes bind pods and report them Running/Ready (see `fake_node`).
+
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+use k3rs_e2e::cluster::ControlPlane;
+use k3rs_e2e::fake_node::FakeNodes;
+use k3rs_e2e::{Backend, TestStore};
+use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{Api, ListParams};
+
+const K: &str = "1.33";
+
+struct Env {
+    cp: ControlPlane,
+    client: kube::Client,
+    _nodes: Option<FakeNodes>,
+    cm: tokio::task::JoinHandle<()>,
+    clock: k3rs_controller_manager::Clock,
+    _store: TestStore,
+}
+
+impl Drop for Env {
+    fn drop(&mut self) {
+        self.cm.abort();
+    }
+}
+
+async fn env(nodes: &[&str]) -> (Env, Option<k3rs_e2e::fake_node::Behaviour>) {
+    env_with(nodes, |_| {}).await
+}
+
+async fn env_with(
+    nodes: &[&str],
+    tune: impl FnOnce(&mut k3rs_controller_manager::Config),
+) -> (Env, Option<k3rs_e2e::fake_node::Behaviour>) {
+    env_tainted(nodes, &[], tune).await
+}
+
+async fn env_tainted(
+    nodes: &[&str],
+    taints: &[(&str, serde_json::Value)],
+    tune: impl FnOnce(&mut k3rs_controller_manager::Config),
+) -> (Env, Option<k3rs_e2e::fake_node::Behaviour>) {
+    let store = TestStore::start(Backend::Sqlite).await.expect("datastore");
+    let cp = ControlPlane::start(store.endpoint())
+        .await
+        .expect("apiserver");
+    let kc = kube::config::Kubeconfig::read_from(&cp.kubeconfig).unwrap();
+    let config = kube::Config::from_custom_kubeconfig(kc, &Default::default())
+        .await
+        .unwrap();
+    let client = kube::Client::try_from(config).unwrap();
+    let mut cfg = k3rs_controller_manager::Config::for_kubeconfig(&cp.kubeconfig);
+    tune(&mut cfg);
+    let clock = cfg.clock.clone();
+    let cm = tokio::spawn(async move {
+        if let Err(e) = k3rs_controller_manager::run_until(cfg, std::future::pending()).await {
+            panic!("controller manager: {e}");
+        }
+    });
+    let fake = if nodes.is_empty() {
+        None
+    } else {
+        Some(
+            FakeNodes::start(client.clone(), nodes, taints)
+                .await
+                .expect("fake nodes"),
+        )
+    };
+    let behaviour = fake.as_ref().map(|f| f.behaviour.clone());
+    (
+        Env {
+            cp,
+            client,
+            _nodes: fake,
+            cm,
+            clock,
+            _store: store,
+        },
+        behaviour,
+    )
+}
+
+/// Polls `f` until it yields `Some`, failing with `what` after `secs`.
+async fn wait_for<T, F, Fut>(what: &str, secs: u64, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+impl Env {
+    async fn k(&self, args: &[&str]) -> String {
+        self.cp.kubectl(K, args).await
+    }
+
+    async fn k_ok(&self, args: &[&str]) -> bool {
+        self.cp
+            .kubectl_with(K, args, None, &[])
+            .await
+            .map(|o| o.status.success())
+            .unwrap_or(false)
+    }
+
+    async fn replica_sets(&self, ns: &str) -> Vec<ReplicaSet> {
+        let api: Api<ReplicaSet> = Api::namespaced(self.client.clone(), ns);
+        api.list(&ListParams::default()).await.unwrap().items
+    }
+
+    async fn pods(&self, ns: &str) -> Vec<Pod> {
+        let api: Api<Pod> = Api::namespaced(self.client.clone(), ns);
+        api.list(&ListParams::default()).await.unwrap().items
+    }
+}
+
+fn rs_replicas(rs: &ReplicaSet) -> i32 {
+    rs.spec.as_ref().and_then(|s| s.replicas).unwrap_or(0)
+}
+
+fn image_of(rs: &ReplicaSet) -> String {
+    rs.spec
+        .as_ref()
+        .unwrap()
+        .template
+        .as_ref()
+        .unwrap()
+        .spec
+        .as_ref()
+        .unwrap()
+        .containers[0]
+        .image
+        .clone()
+        .unwrap_or_default()
+}
+
+fn revision(rs: &ReplicaSet) -> String {
+    rs.metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get("deployment.kubernetes.io/revision"))
+        .cloned()
+        .unwrap_or_default()
+}
+
+#[tokio::test]
+async fn every_namespace_gets_default_service_account_and_root_ca() {
+    // With leader election: the controllers run once the Lease is ours.
+    let (env, _) = env_with(&[], |c| c.leader_elect = true).await;
+    env.k(&["create", "namespace", "team-a"]).await;
+    for ns in ["default", "kube-system", "team-a"] {
+        wait_for(&format!("default SA in {ns}"), 30, || async {
+            env.k_ok(&["get", "serviceaccount", "default", "-n", ns])
+                .await
+                .then_some(())
+        })
+        .await;
+        let ca = wait_for(&format!("kube-root-ca.crt in {ns}"), 30, || async {
+            let out = env
+                .cp
+                .kubectl_with(
+                    K,
+                    &[
+                        "get",
+                        "configmap",
+                        "kube-root-ca.crt",
+                        "-n",
+                        ns,
+                        "-o",
+                        "jsonpath={.data.ca\\.crt}",
+                    ],
+                    None,
+                    &[],
+                )
+                .await
+                .ok()?;
+            out.status
+                .success()
+                .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+        })
+        .await;
+        let (_, want) = env.cp.server_and_ca().unwrap();
+        assert_eq!(ca.trim(), want.trim(), "ca.crt in {ns}");
+    }
+    let holder = env
+        .k(&[
+            "get",
+            "lease",
+            "kube-controller-manager",
+            "-n",
+            "kube-system",
+            "-o",
+            "jsonpath={.spec.holderIdentity}",
+        ])
+        .await;
+    assert!(!holder.is_empty(), "leader lease held");
+    // Deleting the default SA brings it back; editing the CA bundle is undone.
+    env.k(&["delete", "serviceaccount", "default", "-n", "team-a"])
+        .await;
+    wait_for("default SA recreated", 30, || async {
+        env.k_ok(&["get", "serviceaccount", "default", "-n", "team-a"])
+            .await
+            .then_some(())
+    })
+    .await;
+    env.k(&[
+        "patch",
+        "configmap",
+        "kube-root-ca.crt",
+        "-n",
+        "team-a",
+        "--type=merge",
+        "-p",
+        r#"{"data":{"ca.crt":"tampered"}}"#,
+    ])
+    .await;
+    wait_for("ca.crt restored", 30, || async {
+        let out = env
+            .k(&[
+                "get",
+                "configmap",
+                "kube-root-ca.crt",
+                "-n",
+                "team-a",
+                "-o",
+                "jsonpath={.data.ca\\.crt}",
+            ])
+            .await;
+        out.contains("BEGIN CERTIFICATE").then_some(())
+    })
+    .await;
+}
+
+const RS_YAML: &str = r#"
+apiVersion: apps/v1
+kind: ReplicaSet
+metadata:
+  name: frontend
+spec:
+  replicas: 3
+  selector:
+    matchLabels: {tier: frontend}
+  template:
+    metadata:
+      labels: {tier: frontend}
+    spec:
+      containers:
+      - name: app
+        image: nginx:1.25
+"#;
+
+#[tokio::test]
+async fn replicaset_creates_adopts_scales_and_reports_status() {
+    let (env, _) = env(&["node-a", "node-b"]).await;
+    // An orphan pod with matching labels is adopted instead of a new pod.
+    env.cp
+        .kubectl_in(
+            K,
+            &["apply", "-f", "-"],
+            Some("apiVersion: v1\nkind: Pod\nmetadata:\n  name: stray\n  labels: {tier: frontend}\nspec:\n  containers:\n  - name: app\n    image: nginx:1.25\n"),
+        )
+        .await;
+    env.cp
+        .kubectl_in(K, &["apply", "-f", "-"], Some(RS_YAML))
+        .await;
+    wait_for("3 ready replicas", 60, || async {
+        let out = env
+            .k(&["get", "rs", "frontend", "-o", "jsonpath={.status.readyReplicas}/{.status.availableReplicas}/{.status.fullyLabeledReplicas}/{.status.observedGeneration}"])
+            .await;
+        (out == "3/3/3/1").then_some(())
+    })
+    .await;
+    let pods = env.pods("default").await;
+    assert_eq!(
+        pods.len(),
+        3,
+        "{:?}",
+        pods.iter().map(|p| &p.metadata.name).collect::<Vec<_>>()
+    );
+    assert!(
+        pods.iter()
+            .any(|p| p.metadata.name.as_deref() == Some("stray"))
+    );
+    for p in &pods {
+        let r = &p.metadata.owner_references.as_ref().expect("owned")[0];
+        assert_eq!(
+            (r.kind.as_str(), r.name.as_str()),
+            ("ReplicaSet", "frontend")
+        );
+        assert_eq!(r.controller, Some(true));
+        assert_eq!(r.block_owner_deletion, Some(true));
+    }
+    // Scale down: one pod goes, with an event.
+    env.k(&["scale", "rs", "frontend", "--replicas=1"]).await;
+    wait_for("scaled to 1", 60, || async {
+        let pods = env.pods("default").await;
+        (pods
+            .iter()
+            .filter(|p| p.metadata.deletion_timestamp.is_none())
+            .count()
+            == 1)
+            .then_some(())
+    })
+    .await;
+    wait_for("events", 30, || async {
+        let ev = env
+            .k(&[
+                "get",
+                "events",
+                "--field-selector",
+                "involvedObject.name=frontend",
+            ])
+            .await;
+        (ev.contains("SuccessfulCreate") && ev.contains("SuccessfulDelete")).then_some(())
+    })
+    .await;
+    // A pod relabelled out of the selector is released and replaced.
+    let kept = env
+        .pods("default")
+        .await
+        .into_iter()
+        .find(|p| p.metadata.deletion_timestamp.is_none())
+        .unwrap();
+    let kept = kept.metadata.name.unwrap();
+    env.k(&["label", "pod", &kept, "tier=other", "--overwrite"])
+        .await;
+    wait_for("released + replaced", 60, || async {
+        let pods = env.pods("default").await;
+        let released = pods
+            .iter()
+            .find(|p| p.metadata.name.as_deref() == Some(kept.as_str()))?;
+        let free = released
+            .metadata
+            .owner_references
+            .as_ref()
+            .is_none_or(|o| o.is_empty());
+        let owned = pods
+            .iter()
+            .filter(|p| p.metadata.deletion_timestamp.is_none())
+            .filter(|p| {
+                p.metadata
+                    .owner_references
+                    .as_ref()
+                    .is_some_and(|o| !o.is_empty())
+            })
+            .count();
+        (free && owned == 1).then_some(())
+    })
+    .await;
+}
+
+const DEPLOY_YAML: &str = r#"
+apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: web
+spec:
+  replicas: 3
+  selector:
+    matchLabels: {app: web}
+  strategy:
+    rollingUpdate: {maxSurge: 1, maxUnavailable: 0}
+  template:
+    metadata:
+      labels: {app: web}
+    spec:
+      containers:
+      - name: nginx
+        image: nginx:1.25
+"#;
+
+#[tokio::test]
+async fn deployment_rolls_out_updates_and_rolls_back() {
+    let (env, behaviour) = env(&["node-a", "node-b"]).await;
+    let behaviour = behaviour.unwrap();
+    env.cp
+        .kubectl_in(K, &["apply", "-f", "-"], Some(DEPLOY_YAML))
+        .await;
+    let out = env
+        .k(&["rollout", "status", "deployment/web", "--timeout=90s"])
+        .await;
+    assert!(out.contains("successfully rolled out"), "{out}");
+    let sets = env.replica_sets("default").await;
+    assert_eq!(sets.len(), 1);
+    let first = &sets[0];
+    let hash = first.metadata.labels.as_ref().unwrap()["pod-template-hash"].clone();
+    assert_eq!(
+        first.metadata.name.as_deref(),
+        Some(format!("web-{hash}").as_str())
+    );
+    assert_eq!(revision(first), "1");
+    let pods = env.pods("default").await;
+    assert_eq!(pods.len(), 3);
+    assert!(
+        pods.iter()
+            .all(|p| p.metadata.labels.as_ref().unwrap()["pod-template-hash"] == hash)
+    );
+    let d: Deployment = Api::namespaced(env.client.clone(), "default")
+        .get("web")
+        .await
+        .unwrap();
+    let st = d.status.unwrap();
+    assert_eq!(
+        (
+            st.updated_replicas,
+            st.ready_replicas,
+            st.available_replicas
+        ),
+        (Some(3), Some(3), Some(3))
+    );
+    let conds = st.conditions.unwrap();
+    let reason = |t: &str| {
+        conds
+            .iter()
+            .find(|c| c.type_ == t)
+            .and_then(|c| c.reason.clone())
+    };
+    assert_eq!(
+        reason("Available").as_deref(),
+        Some("MinimumReplicasAvailable")
+    );
+    assert_eq!(
+        reason("Progressing").as_deref(),
+        Some("NewReplicaSetAvailable")
+    );
+    let ev = env
+        .k(&[
+            "get",
+            "events",
+            "--field-selector",
+            "involvedObject.name=web",
+        ])
+        .await;
+    assert!(
+        ev.contains(&format!("Scaled up replica set web-{hash} to 3 from 0")),
+        "{ev}"
+    );
+
+    // Update with new pods held unready: maxUnavailable 0 keeps all 3 old
+    // pods while maxSurge 1 allows exactly one new one.
+    behaviour
+        .hold_ready
+        .store(true, std::sync::atomic::Ordering::Release);
+    env.k(&["set", "image", "deployment/web", "nginx=nginx:1.26"])
+        .await;
+    wait_for("surge pod", 30, || async {
+        let sets = env.replica_sets("default").await;
+        let new = sets.iter().find(|rs| image_of(rs) == "nginx:1.26")?;
+        (rs_replicas(new) == 1).then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let sets = env.replica_sets("default").await;
+    let old = sets.iter().find(|rs| image_of(rs) == "nginx:1.25").unwrap();
+    let new = sets.iter().find(|rs| image_of(rs) == "nginx:1.26").unwrap();
+    assert_eq!(
+        (rs_replicas(old), rs_replicas(new)),
+        (3, 1),
+        "maxUnavailable 0 / maxSurge 1 respected"
+    );
+    assert_eq!(revision(new), "2");
+    behaviour
+        .hold_ready
+        .store(false, std::sync::atomic::Ordering::Release);
+    let out = env
+        .k(&["rollout", "status", "deployment/web", "--timeout=90s"])
+        .await;
+    assert!(out.contains("successfully rolled out"), "{out}");
+    let sets = env.replica_sets("default").await;
+    let old = sets.iter().find(|rs| image_of(rs) == "nginx:1.25").unwrap();
+    let new = sets.iter().find(|rs| image_of(rs) == "nginx:1.26").unwrap();
+    assert_eq!((rs_replicas(old), rs_replicas(new)), (0, 3));
+    let history = env.k(&["rollout", "history", "deployment/web"]).await;
+    assert!(history.contains('1') && history.contains('2'), "{history}");
+
+    // kubectl rollout undo copies the old template back: the old RS is current again.
+    env.k(&["rollout", "undo", "deployment/web"]).await;
+    let out = env
+        .k(&["rollout", "status", "deployment/web", "--timeout=90s"])
+        .await;
+    assert!(out.contains("successfully rolled out"), "{out}");
+    let sets = env.replica_sets("default").await;
+    assert_eq!(sets.len(), 2, "undo reuses the old ReplicaSet");
+    let back = sets.iter().find(|rs| image_of(rs) == "nginx:1.25").unwrap();
+    assert_eq!(rs_replicas(back), 3);
+    assert_eq!(revision(back), "3");
+    let img = env
+        .k(&[
+            "get",
+            "deployment",
+            "web",
+            "-o",
+            "jsonpath={.spec.template.spec.containers[0].image}",
+        ])
+        .await;
+    assert_eq!(img, "nginx:1.25");
+
+    // rollout restart makes a new template (annotation) and thus a new RS.
+    env.k(&["rollout", "restart", "deployment/web"]).await;
+    let out = env
+        .k(&["rollout", "status", "deployment/web", "--timeout=90s"])
+        .await;
+    assert!(out.contains("successfully rolled out"), "{out}");
+    assert_eq!(env.replica_sets("default").await.len(), 3);
+
+    // Pause: template changes make no new ReplicaSet until resumed.
+    env.k(&["rollout", "pause", "deployment/web"]).await;
+    env.k(&["set", "image", "deployment/web", "nginx=nginx:1.27"])
+        .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(env.replica_sets("default").await.len(), 3, "paused");
+    env.k(&["rollout", "resume", "deployment/web"]).await;
+    let out = env
+        .k(&["rollout", "status", "deployment/web", "--timeout=90s"])
+        .await;
+    assert!(out.contains("successfully rolled out"), "{out}");
+    assert_eq!(env.replica_sets("default").await.len(), 4);
+}
+
+#[tokio::test]
+async fn recreate_and_history_limit_and_progress_deadline() {
+    let (env, behaviour) = env(&["node-a"]).await;
+    let behaviour = behaviour.unwrap();
+    let yaml = DEPLOY_YAML.replace(
+        "  strategy:\n    rollingUpdate: {maxSurge: 1, maxUnavailable: 0}\n",
+        "  strategy: {type: Recreate}\n  revisionHistoryLimit: 1\n  progressDeadlineSeconds: 3\n",
+    );
+    env.cp
+        .kubectl_in(K, &["apply", "-f", "-"], Some(&yaml))
+        .await;
+    env.k(&["rollout", "status", "deployment/web", "--timeout=90s"])
+        .await;
+    for image in ["nginx:2", "nginx:3"] {
+        env.k(&["set", "image", "deployment/web", &format!("nginx={image}")])
+            .await;
+        env.k(&["rollout", "status", "deployment/web", "--timeout=90s"])
+            .await;
+    }
+    // Only the current RS and one old one are kept.
+    wait_for("history limit", 30, || async {
+        (env.replica_sets("default").await.len() == 2).then_some(())
+    })
+    .await;
+    // Recreate never runs old and new pods together: all pods have one hash.
+    let pods = env.pods("default").await;
+    let hashes: std::collections::BTreeSet<_> = pods
+        .iter()
+        .map(|p| p.metadata.labels.as_ref().unwrap()["pod-template-hash"].clone())
+        .collect();
+    assert_eq!(hashes.len(), 1);
+    // A rollout that cannot become ready exceeds its deadline; rollout status fails.
+    behaviour
+        .hold_ready
+        .store(true, std::sync::atomic::Ordering::Release);
+    env.k(&["set", "image", "deployment/web", "nginx=nginx:4"])
+        .await;
+    wait_for("ProgressDeadlineExceeded", 60, || async {
+        let out = env
+            .k(&[
+                "get",
+                "deployment",
+                "web",
+                "-o",
+                "jsonpath={.status.conditions[?(@.type==\"Progressing\")].reason}",
+            ])
+            .await;
+        (out == "ProgressDeadlineExceeded").then_some(())
+    })
+    .await;
+    let err = env
+        .cp
+        .kubectl_fails(
+            K,
+            &["rollout", "status", "deployment/web", "--timeout=20s"],
+            None,
+        )
+        .await;
+    assert!(err.contains("exceeded its progress deadline"), "{err}");
+}
+
+#[tokio::test]
+async fn deleting_owners_cascades_or_orphans() {
+    let (env, _) = env(&["node-a"]).await;
+    env.cp
+        .kubectl_in(K, &["apply", "-f", "-"], Some(DEPLOY_YAML))
+        .await;
+    env.k(&["rollout", "status", "deployment/web", "--timeout=90s"])
+        .await;
+    // --cascade=orphan keeps the ReplicaSet and pods, freed from their owner.
+    env.k(&["delete", "deployment", "web", "--cascade=orphan"])
+        .await;
+    wait_for("deployment gone", 30, || async {
+        (!env.k_ok(&["get", "deployment", "web"]).await).then_some(())
+    })
+    .await;
+    let sets = wait_for("orphaned RS", 30, || async {
+        let sets = env.replica_sets("default").await;
+        (sets.len() == 1
+            && sets[0]
+                .metadata
+                .owner_references
+                .as_ref()
+                .is_none_or(|o| o.is_empty()))
+        .then_some(sets)
+    })
+    .await;
+    assert_eq!(env.pods("default").await.len(), 3);
+    // A new deployment with the same selector adopts them again.
+    env.cp
+        .kubectl_in(K, &["apply", "-f", "-"], Some(DEPLOY_YAML))
+        .await;
+    wait_for("adopted", 30, || async {
+        let sets = env.replica_sets("default").await;
+        (sets.len() == 1
+            && sets[0]
+                .metadata
+                .owner_references
+                .as_ref()
+                .and_then(|o| o.first())
+                .is_some_and(|o| o.kind == "Deployment"))
+        .then_some(())
+    })
+    .await;
+    assert_eq!(
+        env.replica_sets("default").await[0].metadata.name,
+        sets[0].metadata.name
+    );
+    // Default (background) delete removes ReplicaSets and pods.
+    env.k(&["delete", "deployment", "web"]).await;
+    wait_for("cascade", 60, || async {
+        (env.replica_sets("default").await.is_empty() && env.pods("default").await.is_empty())
+            .then_some(())
+    })
+    .await;
+    // Foreground: the RS stays (with the finalizer) until its pods are gone.
+    env.cp
+        .kubectl_in(K, &["apply", "-f", "-"], Some(RS_YAML))
+        .await;
+    wait_for("rs pods", 60, || async {
+        (env.pods("default").await.len() == 3).then_some(())
+    })
+    .await;
+    env.k(&[
+        "delete",
+        "rs",
+        "frontend",
+        "--cascade=foreground",
+        "--wait=false",
+    ])
+    .await;
+    wait_for("foreground cascade", 60, || async {
+        (env.replica_sets("default").await.is_empty() && env.pods("default").await.is_empty())
+            .then_some(())
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn deleting_a_namespace_removes_everything_in_it() {
+    let (env, _) = env(&["node-a"]).await;
+    env.k(&["create", "namespace", "doomed"]).await;
+    env.cp
+        .kubectl_in(K, &["apply", "-n", "doomed", "-f", "-"], Some(DEPLOY_YAML))
+        .await;
+    env.k(&[
+        "create",
+        "configmap",
+        "cfg",
+        "-n",
+        "doomed",
+        "--from-literal=a=b",
+    ])
+    .await;
+    env.k(&[
+        "create",
+        "secret",
+        "generic",
+        "s",
+        "-n",
+        "doomed",
+        "--from-literal=a=b",
+    ])
+    .await;
+    env.k(&[
+        "rollout",
+        "status",
+        "deployment/web",
+        "-n",
+        "doomed",
+        "--timeout=90s",
+    ])
+    .await;
+    env.k(&["delete", "namespace", "doomed", "--timeout=90s"])
+        .await;
+    assert!(
+        !env.k_ok(&["get", "namespace", "doomed"]).await,
+        "namespace is gone"
+    );
+    assert!(env.pods("doomed").await.is_empty());
+    assert!(env.replica_sets("doomed").await.is_empty());
+}
+
+const JOB_YAML: &str = r#"
+apiVersion: batch/v1
+kind: Job
+metadata:
+  name: batch
+spec:
+  completions: 6
+  parallelism: 3
+  template:
+    spec:
+      restartPolicy: Never
+      containers:
+      - name: work
+        image: busybox
+"#;
+
+#[tokio::test]
+async fn job_runs_parallel_pods_to_completion() {
+    let (env, behaviour) = env(&["node-a", "node-b"]).await;
+    let behaviour = behaviour.unwrap();
+    // Held: exactly `parallelism` pods run at once.
+    behaviour
+        .hold_ready
+        .store(true, std::sync::atomic::Ordering::Release);
+    env.cp
+        .kubectl_in(K, &["apply", "-f", "-"], Some(JOB_YAML))
+        .await;
+    wait_for("3 pods", 30, || async {
+        (env.pods("default").await.len() == 3).then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let pods = env.pods("default").await;
+    assert_eq!(pods.len(), 3, "parallelism 3");
+    assert!(pods.iter().all(|p| {
+        p.metadata
+            .finalizers
+            .as_ref()
+            .is_some_and(|f| f.iter().any(|f| f == "batch.kubernetes.io/job-tracking"))
+    }));
+    behaviour
+        .hold_ready
+        .store(false, std::sync::atomic::Ordering::Release);
+    env.k(&[
+        "wait",
+        "--for=condition=complete",
+        "job/batch",
+        "--timeout=60s",
+    ])
+    .await;
+    let out = env
+        .k(&[
+            "get",
+            "job",
+            "batch",
+            "-o",
+            "jsonpath={.status.succeeded}/{.status.failed}/{.status.active}",
+        ])
+        .await;
+    assert_eq!(out, "6/0/0");
+    let out = env
+        .k(&[
+            "get",
+            "job",
+            "batch",
+            "-o",
+            "jsonpath={.status.conditions[*].type}",
+        ])
+        .await;
+    assert!(
+        out.contains("SuccessCriteriaMet") && out.contains("Complete"),
+        "{out}"
+    );
+    // Counted pods are released from the tracking finalizer.
+    let pods = env.pods("default").await;
+    assert_eq!(pods.len(), 6);
+    assert!(
+        pods.iter()
+            .all(|p| p.metadata.finalizers.as_ref().is_none_or(|f| f.is_empty()))
+    );
+    let ev = env
+        .k(&[
+            "get",
+            "events",
+            "--field-selector",
+            "involvedObject.name=batch",
+        ])
+        .await;
+    assert!(
+        ev.contains("SuccessfulCreate") && ev.contains("Completed"),
+        "{ev}"
+    );
+}
+
+#[tokio::test]
+async fn job_fails_past_backoff_limit_and_indexed_jobs_complete_every_index() {
+    let (env, _) = env(&["node-a"]).await;
+    let failing = r#"
+apiVersion: batch/v1
+kind: Job
+metadata:
+  name: flaky
+spec:
+  backoffLimit: 1
+  template:
+    metadata:
+      annotations: {fake-node/fail: "yes"}
+    spec:
+      restartPolicy: Never
+      containers:
+      - name: work
+        image: busybox
+"#;
+    env.cp
+        .kubectl_in(K, &["apply", "-f", "-"], Some(failing))
+        .await;
+    env.k(&[
+        "wait",
+        "--for=condition=failed",
+        "job/flaky",
+        "--timeout=60s",
+    ])
+    .await;
+    let out = env
+        .k(&[
+            "get",
+            "job",
+            "flaky",
+            "-o",
+            "jsonpath={.status.failed}/{.status.conditions[?(@.type==\"Failed\")].reason}",
+        ])
+        .await;
+    assert_eq!(out, "2/BackoffLimitExceeded");
+
+    let indexed = r#"
+apiVersion: batch/v1
+kind: Job
+metadata:
+  name: indexed
+spec:
+  completions: 3
+  parallelism: 2
+  completionMode: Indexed
+  ttlSecondsAfterFinished: 2
+  template:
+    spec:
+      restartPolicy: Never
+      containers:
+      - name: work
+        image: busybox
+"#;
+    env.cp
+        .kubectl_in(K, &["apply", "-f", "-"], Some(indexed))
+        .await;
+    env.k(&[
+        "wait",
+        "--for=condition=complete",
+        "job/indexed",
+        "--timeout=60s",
+    ])
+    .await;
+    let out = env
+        .k(&[
+            "get",
+            "job",
+            "indexed",
+            "-o",
+            "jsonpath={.status.completedIndexes}",
+        ])
+        .await;
+    assert_eq!(out, "0-2");
+    let idx: std::collections::BTreeSet<String> = env
+        .pods("default")
+        .await
+        .iter()
+        .filter_map(|p| {
+            p.metadata
+                .annotations
+                .as_ref()?
+                .get("batch.kubernetes.io/job-completion-index")
+                .cloned()
+        })
+        .collect();
+    assert_eq!(idx, ["0", "1", "2"].iter().map(|s| s.to_string()).collect());
+    // ttlSecondsAfterFinished: the finished Job goes away by itself.
+    wait_for("job deleted after TTL", 30, || async {
+        (!env.k_ok(&["get", "job", "indexed"]).await).then_some(())
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn cronjob_fires_on_schedule_and_from_kubectl() {
+    let (env, _) = env(&["node-a"]).await;
+    env.k(&[
+        "create",
+        "cronjob",
+        "hello",
+        "--image=busybox",
+        "--schedule=*/5 * * * *",
+    ])
+    .await;
+    // kubectl builds a Job from the CronJob's template; the Job controller runs it.
+    env.k(&["create", "job", "manual", "--from=cronjob/hello"])
+        .await;
+    env.k(&[
+        "wait",
+        "--for=condition=complete",
+        "job/manual",
+        "--timeout=60s",
+    ])
+    .await;
+    // Move the controllers' clock past the next schedule time, then nudge the CronJob.
+    env.clock.advance(6 * 60);
+    env.k(&["annotate", "cronjob", "hello", "nudge=1"]).await;
+    let job = wait_for("scheduled job", 30, || async {
+        let out = env
+            .k(&["get", "jobs", "-o", "jsonpath={.items[*].metadata.name}"])
+            .await;
+        out.split_whitespace()
+            .find(|n| n.starts_with("hello-"))
+            .map(str::to_string)
+    })
+    .await;
+    let owner = env
+        .k(&[
+            "get",
+            "job",
+            &job,
+            "-o",
+            "jsonpath={.metadata.ownerReferences[0].kind}/{.metadata.ownerReferences[0].name}",
+        ])
+        .await;
+    assert_eq!(owner, "CronJob/hello");
+    env.k(&[
+        "wait",
+        "--for=condition=complete",
+        &format!("job/{job}"),
+        "--timeout=60s",
+    ])
+    .await;
+    wait_for("cronjob status", 30, || async {
+        let out = env
+            .k(&[
+                "get",
+                "cronjob",
+                "hello",
+                "-o",
+                "jsonpath={.status.lastScheduleTime}|{.status.lastSuccessfulTime}",
+            ])
+            .await;
+        let (sched, ok) = out.split_once('|')?;
+        (!sched.is_empty() && !ok.is_empty()).then_some(())
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn node_that_stops_renewing_its_lease_becomes_unreachable_and_pods_are_evicted() {
+    let (env, behaviour) = env_with(&["node-a", "node-b"], |c| {
+        c.node_monitor_grace_period = Duration::from_secs(5);
+        c.node_monitor_period = Duration::from_secs(1);
+    })
+    .await;
+    let behaviour = behaviour.unwrap();
+    let pod = |name: &str, toleration: &str| {
+        format!(
+            "apiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\nspec:\n  nodeName: node-b\n  tolerations: [{toleration}]\n  containers:\n  - name: c\n    image: nginx\n"
+        )
+    };
+    env.cp
+        .kubectl_in(K, &["apply", "-f", "-"], Some(&pod("short", r#"{key: node.kubernetes.io/unreachable, operator: Exists, effect: NoExecute, tolerationSeconds: 2}"#)))
+        .await;
+    env.cp
+        .kubectl_in(
+            K,
+            &["apply", "-f", "-"],
+            Some(&pod("forever", r#"{operator: Exists}"#)),
+        )
+        .await;
+    wait_for("pods running", 30, || async {
+        let out = env
+            .k(&["get", "pods", "-o", "jsonpath={.items[*].status.phase}"])
+            .await;
+        (out == "Running Running").then_some(())
+    })
+    .await;
+    // Healthy nodes stay Ready for longer than the grace period.
+    tokio::time::sleep(Duration::from_secs(7)).await;
+    let ready = env
+        .k(&[
+            "get",
+            "node",
+            "node-b",
+            "-o",
+            "jsonpath={.status.conditions[?(@.type==\"Ready\")].status}",
+        ])
+        .await;
+    assert_eq!(ready, "True");
+    behaviour.dead.lock().unwrap().push("node-b".into());
+    wait_for("node-b unreachable", 30, || async {
+        let out = env
+            .k(&[
+                "get",
+                "node",
+                "node-b",
+                "-o",
+                "jsonpath={.status.conditions[?(@.type==\"Ready\")].status}|{.spec.taints[*].key}",
+            ])
+            .await;
+        (out == "Unknown|node.kubernetes.io/unreachable").then_some(())
+    })
+    .await;
+    let out = env.k(&["get", "nodes"]).await;
+    assert!(out.contains("NotReady"), "{out}");
+    wait_for("short-toleration pod evicted", 30, || async {
+        let out = env
+            .k(&[
+                "get",
+                "pod",
+                "short",
+                "-o",
+                "jsonpath={.metadata.deletionTimestamp}",
+            ])
+            .await;
+        (!out.is_empty()).then_some(())
+    })
+    .await;
+    let out = env
+        .k(&[
+            "get",
+            "pod",
+            "forever",
+            "-o",
+            "jsonpath={.metadata.deletionTimestamp}",
+        ])
+        .await;
+    assert!(out.is_empty(), "a pod tolerating forever stays");
+    let a = env
+        .k(&[
+            "get",
+            "node",
+            "node-a",
+            "-o",
+            "jsonpath={.status.conditions[?(@.type==\"Ready\")].status}",
+        ])
+        .await;
+    assert_eq!(a, "True");
+    // The node comes back: Ready from its kubelet, the taint goes.
+    behaviour.dead.lock().unwrap().clear();
+    env.k(&[
+        "patch",
+        "node",
+        "node-b",
+        "--subresource=status",
+        "--type=merge",
+        "-p",
+        r#"{"status":{"conditions":[{"type":"Ready","status":"True","reason":"KubeletReady"}]}}"#,
+    ])
+    .await;
+    wait_for("taint removed", 30, || async {
+        let out = env
+            .k(&["get", "node", "node-b", "-o", "jsonpath={.spec.taints}"])
+            .await;
+        (!out.contains("unreachable")).then_some(())
+    })
+    .await;
+}
+
+const DS_YAML: &str = r#"
+apiVersion: apps/v1
+kind: DaemonSet
+metadata:
+  name: agent
+spec:
+  selector:
+    matchLabels: {app: agent}
+  template:
+    metadata:
+      labels: {app: agent}
+    spec:
+      containers:
+      - name: agent
+        image: busybox:1
+"#;
+
+#[tokio::test]
+async fn daemonset_runs_one_pod_per_eligible_node() {
+    let taint = serde_json::json!([{"key": "dedicated", "value": "infra", "effect": "NoSchedule"}]);
+    let (env, _) = env_tainted(
+        &["node-a", "node-b", "node-c"],
+        &[("node-c", taint)],
+        |_| {},
+    )
+    .await;
+    env.cp
+        .kubectl_in(K, &["apply", "-f", "-"], Some(DS_YAML))
+        .await;
+    let out = env
+        .k(&["rollout", "status", "ds/agent", "--timeout=60s"])
+        .await;
+    assert!(out.contains("successfully rolled out"), "{out}");
+    let nodes_of = |pods: &[Pod]| {
+        let mut v: Vec<String> = pods
+            .iter()
+            .filter(|p| p.metadata.deletion_timestamp.is_none())
+            .filter_map(|p| p.spec.as_ref()?.node_name.clone())
+            .collect();
+        v.sort();
+        v
+    };
+    assert_eq!(
+        nodes_of(&env.pods("default").await),
+        ["node-a", "node-b"],
+        "tainted node-c skipped"
+    );
+    let p = &env.pods("default").await[0];
+    let terms = &p
+        .spec
+        .as_ref()
+        .unwrap()
+        .affinity
+        .as_ref()
+        .unwrap()
+        .node_affinity
+        .as_ref()
+        .unwrap()
+        .required_during_scheduling_ignored_during_execution
+        .as_ref()
+        .unwrap()
+        .node_selector_terms;
+    assert_eq!(
+        terms[0].match_fields.as_ref().unwrap()[0].key,
+        "metadata.name"
+    );
+    let tol = p.spec.as_ref().unwrap().tolerations.as_ref().unwrap();
+    assert!(
+        tol.iter()
+            .any(|t| t.key.as_deref() == Some("node.kubernetes.io/unreachable"))
+    );
+    // Tolerating the taint: a rolling update to the new template, plus node-c.
+    env.k(&["patch", "ds", "agent", "--type=merge", "-p",
+        r#"{"spec":{"template":{"spec":{"tolerations":[{"key":"dedicated","operator":"Exists"}]}}}}"#]).await;
+    let out = env
+        .k(&["rollout", "status", "ds/agent", "--timeout=60s"])
+        .await;
+    assert!(out.contains("successfully rolled out"), "{out}");
+    wait_for("3 pods on 3 nodes", 30, || async {
+        (nodes_of(&env.pods("default").await) == ["node-a", "node-b", "node-c"]).then_some(())
+    })
+    .await;
+    let out = env.k(&["get", "ds", "agent", "-o", "jsonpath={.status.desiredNumberScheduled}/{.status.numberReady}/{.status.updatedNumberScheduled}"]).await;
+    assert_eq!(out, "3/3/3");
+}
+
+const STS_YAML: &str = r#"
+apiVersion: apps/v1
+kind: StatefulSet
+metadata:
+  name: web
+spec:
+  serviceName: web
+  replicas: 3
+  selector:
+    matchLabels: {app: web}
+  template:
+    metadata:
+      labels: {app: web}
+    spec:
+      containers:
+      - name: nginx
+        image: nginx:1.25
+  volumeClaimTemplates:
+  - metadata:
+      name: data
+    spec:
+      accessModes: [ReadWriteOnce]
+      resources:
+        requests:
+          storage: 1Gi
+"#;
+
+#[tokio::test]
+async fn statefulset_creates_ordered_pods_with_claims_and_rolls() {
+    let (env, behaviour) = env(&["node-a", "node-b"]).await;
+    let behaviour = behaviour.unwrap();
+    behaviour
+        .hold_ready
+        .store(true, std::sync::atomic::Ordering::Release);
+    env.cp
+        .kubectl_in(K, &["apply", "-f", "-"], Some(STS_YAML))
+        .await;
+    wait_for("web-0", 30, || async {
+        env.k_ok(&["get", "pod", "web-0"]).await.then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    // OrderedReady: web-1 waits for web-0 to be Ready.
+    assert!(
+        !env.k_ok(&["get", "pod", "web-1"]).await,
+        "web-1 before web-0 is ready"
+    );
+    behaviour
+        .hold_ready
+        .store(false, std::sync::atomic::Ordering::Release);
+    let out = env
+        .k(&["rollout", "status", "sts/web", "--timeout=60s"])
+        .await;
+    assert!(
+        out.contains("roll out complete")
+            || out.contains("rolling update complete")
+            || out.contains("partitioned roll out complete"),
+        "{out}"
+    );
+    let pods = env.pods("default").await;
+    let mut names: Vec<_> = pods
+        .iter()
+        .map(|p| p.metadata.name.clone().unwrap())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["web-0", "web-1", "web-2"]);
+    let created = |n: &str| {
+        pods.iter()
+            .find(|p| p.metadata.name.as_deref() == Some(n))
+            .unwrap()
+            .metadata
+            .creation_timestamp
+            .clone()
+            .unwrap()
+            .0
+    };
+    assert!(created("web-0") <= created("web-1") && created("web-1") <= created("web-2"));
+    let claims = env
+        .k(&["get", "pvc", "-o", "jsonpath={.items[*].metadata.name}"])
+        .await;
+    assert_eq!(claims, "data-web-0 data-web-1 data-web-2");
+    let vol = env
+        .k(&[
+            "get",
+            "pod",
+            "web-1",
+            "-o",
+            "jsonpath={.spec.volumes[?(@.name==\"data\")].persistentVolumeClaim.claimName}",
+        ])
+        .await;
+    assert_eq!(vol, "data-web-1");
+    // Rolling update replaces every pod with the new revision.
+    env.k(&["set", "image", "sts/web", "nginx=nginx:1.26"])
+        .await;
+    env.k(&["rollout", "status", "sts/web", "--timeout=90s"])
+        .await;
+    let images = env
+        .k(&[
+            "get",
+            "pods",
+            "-o",
+            "jsonpath={.items[*].spec.containers[0].image}",
+        ])
+        .await;
+    assert_eq!(images, "nginx:1.26 nginx:1.26 nginx:1.26");
+    // Scale down removes the highest ordinal.
+    env.k(&["scale", "sts/web", "--replicas=2"]).await;
+    wait_for("web-2 gone", 30, || async {
+        (!env.k_ok(&["get", "pod", "web-2"]).await).then_some(())
+    })
+    .await;
+    assert!(env.k_ok(&["get", "pod", "web-1"]).await);
+}
+
+#[tokio::test]
+async fn nodes_get_pod_cidrs_that_survive_a_restart() {
+    let (env, _) = env_with(&["node-a", "node-b"], |c| {
+        c.cluster_cidr = Some("10.42.0.0/16".into())
+    })
+    .await;
+    let cidrs = || async {
+        let out = env
+            .k(&[
+                "get",
+                "nodes",
+                "-o",
+                "jsonpath={range .items[*]}{.spec.podCIDR}{\" \"}{end}",
+            ])
+            .await;
+        let mut v: Vec<String> = out.split_whitespace().map(str::to_string).collect();
+        v.sort();
+        v
+    };
+    let first = wait_for("pod CIDRs", 30, || async {
+        let v = cidrs().await;
+        (v.len() == 2).then_some(v)
+    })
+    .await;
+    assert_eq!(first, ["10.42.0.0/24", "10.42.1.0/24"]);
+    // A second controller manager (a restart) allocates only new nodes, never a used range.
+    env.cm.abort();
+    let mut cfg = k3rs_controller_manager::Config::for_kubeconfig(&env.cp.kubeconfig);
+    cfg.cluster_cidr = Some("10.42.0.0/16".into());
+    let again = tokio::spawn(async move {
+        let _ = k3rs_controller_manager::run_until(cfg, std::future::pending()).await;
+    });
+    env.cp
+        .kubectl_in(
+            K,
+            &["apply", "-f", "-"],
+            Some("apiVersion: v1\nkind: Node\nmetadata:\n  name: node-c\n"),
+        )
+        .await;
+    let all = wait_for("node-c CIDR", 30, || async {
+        let v = cidrs().await;
+        (v.len() == 3).then_some(v)
+    })
+    .await;
+    again.abort();
+    assert_eq!(all, ["10.42.0.0/24", "10.42.1.0/24", "10.42.2.0/24"]);
+}
+
+#[tokio::test]
+async fn pod_gc_removes_excess_finished_pods_and_pods_of_deleted_nodes() {
+    let (env, _) = env_with(&["node-a", "node-b"], |c| c.terminated_pod_gc_threshold = 1).await;
+    let job = "apiVersion: batch/v1\nkind: Job\nmetadata:\n  name: three\nspec:\n  completions: 3\n  template:\n    spec:\n      restartPolicy: Never\n      containers:\n      - name: c\n        image: busybox\n";
+    env.cp.kubectl_in(K, &["apply", "-f", "-"], Some(job)).await;
+    env.k(&[
+        "wait",
+        "--for=condition=complete",
+        "job/three",
+        "--timeout=60s",
+    ])
+    .await;
+    wait_for("finished pods down to the threshold", 60, || async {
+        (env.pods("default").await.len() == 1).then_some(())
+    })
+    .await;
+    // A pod bound to a node that is deleted is removed too.
+    env.cp
+        .kubectl_in(K, &["apply", "-f", "-"], Some("apiVersion: v1\nkind: Pod\nmetadata:\n  name: stranded\nspec:\n  nodeName: node-b\n  containers:\n  - name: c\n    image: nginx\n"))
+        .await;
+    env.k(&["delete", "node", "node-b"]).await;
+    wait_for("orphaned pod removed", 60, || async {
+        (!env.k_ok(&["get", "pod", "stranded"]).await).then_some(())
+    })
+    .await;
+}
