@@ -3,6 +3,7 @@
 //! Domain logic does not belong here; keep this crate small and boring.
 
 pub mod backoff;
+pub mod cli;
 pub mod health;
 #[cfg(feature = "kube")]
 pub mod leader_election;

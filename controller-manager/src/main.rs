@@ -1,5 +1,3 @@
-use clap::Parser;
-
 #[tokio::main]
 async fn main() {
     // glibc gives every thread its own malloc arena; a few arenas keep the
@@ -9,17 +7,8 @@ async fn main() {
     unsafe {
         libc::mallopt(libc::M_ARENA_MAX, 2);
     }
-    let cli = match k3rs_controller_manager::Cli::try_parse() {
-        Ok(c) => c,
-        Err(e) if e.use_stderr() => {
-            eprintln!(
-                "k3rs-controller-manager: {}",
-                e.to_string().lines().next().unwrap_or("bad flags")
-            );
-            std::process::exit(2);
-        }
-        Err(e) => e.exit(),
-    };
+    let cli: k3rs_controller_manager::Cli =
+        k3rs_common::cli::parse_or_exit("k3rs-controller-manager");
     k3rs_common::logging::init(cli.log_format, cli.verbose);
     let config = match cli.into_config() {
         Ok(c) => c,

@@ -71,24 +71,7 @@ struct Flags {
 }
 
 fn main() -> ExitCode {
-    let flags = match Flags::try_parse() {
-        Ok(f) => f,
-        Err(e)
-            if matches!(
-                e.kind(),
-                clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion
-            ) =>
-        {
-            let _ = e.print();
-            return ExitCode::SUCCESS;
-        }
-        Err(e) => {
-            let msg = e.to_string();
-            let line = msg.lines().next().unwrap_or("invalid flags");
-            eprintln!("k3rs-node-agent: {line}");
-            return ExitCode::from(2);
-        }
-    };
+    let flags: Flags = k3rs_common::cli::parse_or_exit("k3rs-node-agent");
     k3rs_common::logging::init(flags.log_format, flags.verbose);
     let node_name = flags
         .node_name
