@@ -413,14 +413,10 @@ impl Controller {
         });
         if !same {
             let api: Api<DaemonSet> = Api::namespaced(self.client.clone(), ns);
-            match api
-                .patch_status(name, &PatchParams::default(), &Patch::Merge(&status))
-                .await
-            {
-                Ok(_) => {}
-                Err(kube::Error::Api(s)) if s.code == 404 => {}
-                Err(e) => return Err(e.into()),
-            }
+            crate::framework::ignore_not_found(
+                api.patch_status(name, &PatchParams::default(), &Patch::Merge(&status))
+                    .await,
+            )?;
         }
         if min_ready > 0 && ready > available {
             return Ok(Action::RequeueAfter(std::time::Duration::from_secs(

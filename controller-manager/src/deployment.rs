@@ -718,11 +718,9 @@ impl Controller {
             if spec_replicas(rs) != 0 || replicas != 0 || rs.metadata.deletion_timestamp.is_some() {
                 continue;
             }
-            match api.delete(&rs.name_any(), &DeleteParams::default()).await {
-                Ok(_) => {}
-                Err(kube::Error::Api(s)) if s.code == 404 => {}
-                Err(e) => return Err(e.into()),
-            }
+            crate::framework::ignore_not_found(
+                api.delete(&rs.name_any(), &DeleteParams::default()).await,
+            )?;
             excess -= 1;
         }
         Ok(())

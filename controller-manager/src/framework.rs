@@ -747,6 +747,15 @@ pub async fn patch_owner_refs<K: Kind + serde::Serialize>(
 }
 
 /// Whether a pod counts: not finished and not being deleted.
+/// A write whose object is already gone needs nothing more.
+pub fn ignore_not_found<T>(r: Result<T, kube::Error>) -> Result<(), kube::Error> {
+    match r {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
 pub fn pod_is_active(p: &k8s_openapi::api::core::v1::Pod) -> bool {
     let phase = p.status.as_ref().and_then(|s| s.phase.as_deref());
     p.metadata.deletion_timestamp.is_none() && !matches!(phase, Some("Succeeded" | "Failed"))

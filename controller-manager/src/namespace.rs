@@ -233,11 +233,7 @@ async fn delete_each(api: &Api<DynamicObject>) -> Result<(), kube::Error> {
             continue;
         }
         let name = o.metadata.name.unwrap_or_default();
-        match api.delete(&name, &DeleteParams::background()).await {
-            Ok(_) => {}
-            Err(kube::Error::Api(s)) if s.code == 404 => {}
-            Err(e) => return Err(e),
-        }
+        crate::framework::ignore_not_found(api.delete(&name, &DeleteParams::background()).await)?;
     }
     Ok(())
 }
