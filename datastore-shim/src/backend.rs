@@ -278,6 +278,36 @@ impl Db {
         Ok(())
     }
 
+    /// Writes a consistent copy of the whole SQLite database to `dest` while
+    /// writers keep going (`VACUUM INTO` reads one snapshot of the WAL).
+    /// Server databases are backed up with their own tools.
+    pub async fn backup_to(&self, dest: &std::path::Path) -> Result<(), Error> {
+        if self.dialect != Dialect::Sqlite {
+            return Err(Error::Unimplemented(
+                "snapshots of a PostgreSQL or MySQL datastore are taken with pg_dump / mysqldump",
+            ));
+        }
+        let _ = std::fs::remove_file(dest);
+        sqlx::query("VACUUM INTO ?")
+            .bind(dest.display().to_string())
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// The SQLite file this pool has open (`None` for server databases).
+    pub async fn sqlite_path(&self) -> Option<std::path::PathBuf> {
+        if self.dialect != Dialect::Sqlite {
+            return None;
+        }
+        let row = sqlx::query("SELECT file FROM pragma_database_list WHERE name = 'main'")
+            .fetch_one(&self.pool)
+            .await
+            .ok()?;
+        let file: String = row.try_get(0).ok()?;
+        (!file.is_empty()).then(|| file.into())
+    }
+
     /// Approximate on-disk size, for Status.
     pub async fn size(&self) -> i64 {
         let q = match self.dialect {

@@ -1,5 +1,5 @@
 //! The `k3rs` command line: `server`, `agent`, `token`, `kubectl`,
-//! `check-config`, `certificate`.
+//! `check-config`, `certificate`, `etcd-snapshot`, `completion`.
 
 use std::ffi::OsString;
 use std::path::PathBuf;
@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use clap::{ArgMatches, CommandFactory, Parser, Subcommand};
 
 use crate::config::{self, ServerConfig, ServerFlags};
-use crate::{Error, bootstrap, check, server, supervise, token};
+use crate::{Error, bootstrap, check, server, snapshot, supervise, token};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -59,6 +59,58 @@ pub enum Commands {
     Certificate {
         #[command(subcommand)]
         command: CertificateCommand,
+    },
+    /// Datastore snapshots: save, list, delete, restore (SQLite: a consistent
+    /// copy of the database; external etcd: etcd's own snapshot).
+    EtcdSnapshot {
+        #[command(subcommand)]
+        command: SnapshotCommand,
+    },
+    /// Print a shell completion script (`source <(k3rs completion bash)`).
+    Completion {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+}
+
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug, Subcommand)]
+pub enum SnapshotCommand {
+    /// Take a snapshot now, into `<dir>/<name>-<node>-<unix time>`.
+    Save {
+        /// Snapshot name prefix.
+        #[arg(long, default_value = "on-demand")]
+        name: String,
+        /// Where snapshots live (default `<data-dir>/server/db/snapshots`).
+        #[arg(long = "etcd-snapshot-dir", visible_alias = "dir")]
+        dir: Option<PathBuf>,
+        #[command(flatten)]
+        flags: ServerFlags,
+    },
+    /// List the saved snapshots.
+    #[command(visible_alias = "ls")]
+    List {
+        #[arg(long = "etcd-snapshot-dir", visible_alias = "dir")]
+        dir: Option<PathBuf>,
+        #[command(flatten)]
+        flags: ServerFlags,
+    },
+    /// Delete saved snapshots by name.
+    #[command(visible_alias = "rm")]
+    Delete {
+        #[arg(required = true)]
+        names: Vec<String>,
+        #[arg(long = "etcd-snapshot-dir", visible_alias = "dir")]
+        dir: Option<PathBuf>,
+        #[command(flatten)]
+        flags: ServerFlags,
+    },
+    /// Replace the SQLite datastore with a snapshot (server stopped).
+    Restore {
+        /// The snapshot file.
+        file: PathBuf,
+        #[command(flatten)]
+        flags: ServerFlags,
     },
 }
 
@@ -150,10 +202,80 @@ pub async fn run(matches: &ArgMatches) -> Result<(), Error> {
             }
             _ => Err(Error::Usage("k3rs certificate rotate".into())),
         },
+        Some(("etcd-snapshot", m)) => etcd_snapshot(m).await,
+        Some(("completion", m)) => {
+            let shell = m
+                .get_one::<clap_complete::Shell>("shell")
+                .copied()
+                .ok_or_else(|| Error::Usage("k3rs completion bash|zsh|fish".into()))?;
+            let mut cmd = command();
+            clap_complete::generate(shell, &mut cmd, "k3rs", &mut std::io::stdout());
+            Ok(())
+        }
         _ => Err(Error::Usage(
-            "k3rs server|agent|daemon|token|kubectl|check-config|certificate".into(),
+            "k3rs server|agent|daemon|token|kubectl|check-config|certificate|etcd-snapshot|completion"
+                .into(),
         )),
     }
+}
+
+async fn etcd_snapshot(m: &ArgMatches) -> Result<(), Error> {
+    let Some((sub, m)) = m.subcommand() else {
+        return Err(Error::Usage(
+            "k3rs etcd-snapshot save|list|delete|restore".into(),
+        ));
+    };
+    let config = config::load(m)?;
+    // Not every subcommand has --etcd-snapshot-dir (restore takes a file).
+    let dir = m
+        .try_get_one::<PathBuf>("dir")
+        .ok()
+        .flatten()
+        .map(PathBuf::as_path);
+    let snap = |e: snapshot::SnapshotError| Error::Io(e.to_string());
+    match sub {
+        "save" => {
+            let name = m
+                .get_one::<String>("name")
+                .map(String::as_str)
+                .unwrap_or("on-demand");
+            let path = snapshot::save(&config, dir, name).await.map_err(snap)?;
+            println!("Snapshot {} saved.", path.display());
+        }
+        "list" => print!(
+            "{}",
+            snapshot::render(&snapshot::list(&config, dir).map_err(snap)?)
+        ),
+        "delete" => {
+            let names: Vec<String> = m
+                .get_many::<String>("names")
+                .map(|v| v.cloned().collect())
+                .unwrap_or_default();
+            for p in snapshot::delete(&config, dir, &names).map_err(snap)? {
+                println!("Removed {}", p.display());
+            }
+        }
+        "restore" => {
+            let file = m
+                .get_one::<PathBuf>("file")
+                .ok_or_else(|| Error::Usage("k3rs etcd-snapshot restore FILE".into()))?;
+            let db = snapshot::restore(&config, file).map_err(|e| match e {
+                snapshot::SnapshotError::Refused(m) => Error::Refused(m),
+                e => Error::Io(e.to_string()),
+            })?;
+            println!(
+                "Restored {} into {}; start k3rs server to use it.",
+                file.display(),
+                db.display()
+            );
+        }
+        other => {
+            return Err(Error::Usage(format!(
+                "unknown etcd-snapshot command {other:?}"
+            )));
+        }
+    }
+    Ok(())
 }
 
 fn init_logging(config: &ServerConfig) {

@@ -17,6 +17,7 @@ pub mod daemon;
 pub mod manifests;
 pub mod probe;
 pub mod server;
+pub mod snapshot;
 pub mod supervise;
 pub mod token;
 
@@ -36,6 +37,10 @@ pub enum Error {
     NotImplemented(&'static str),
     #[error("usage: {0}")]
     Usage(String),
+    /// A request the command refuses as given (exit 2), e.g. restoring
+    /// while the server runs.
+    #[error("{0}")]
+    Refused(String),
     #[error("{0}")]
     Io(String),
     #[error("the configuration check failed")]
@@ -47,7 +52,7 @@ impl Error {
     /// line (as clap and every k3rs daemon do), 1 otherwise.
     pub fn exit_code(&self) -> u8 {
         match self {
-            Error::Config(_) | Error::NotImplemented(_) | Error::Usage(_) => 2,
+            Error::Config(_) | Error::NotImplemented(_) | Error::Usage(_) | Error::Refused(_) => 2,
             Error::Bootstrap(
                 bootstrap::BootstrapError::BadToken(_)
                 | bootstrap::BootstrapError::TokenForOtherCa { .. }

@@ -141,3 +141,45 @@ fn check_config_reports_and_certificate_rotate_keeps_the_ca() {
     assert!(out.status.success());
     assert_eq!(text(&out.stdout), token);
 }
+
+#[test]
+fn completion_scripts_cover_the_subcommands() {
+    for shell in ["bash", "zsh"] {
+        let out = k3rs(&["completion", shell], &[]);
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        let script = text(&out.stdout);
+        for needle in ["k3rs", "etcd-snapshot", "--datastore-endpoint"] {
+            assert!(script.contains(needle), "{shell}: {needle} missing");
+        }
+    }
+    let bash = text(&k3rs(&["completion", "bash"], &[]).stdout);
+    assert!(bash.contains("complete -F"), "not a bash completion script");
+    let bad = k3rs(&["completion", "tcsh"], &[]);
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(text(&bad.stderr).contains("tcsh"), "{}", text(&bad.stderr));
+}
+
+#[test]
+fn snapshot_restore_of_a_missing_file_is_one_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let cfg = dir.path().join("config.yaml");
+    std::fs::write(&cfg, "").unwrap();
+    let out = k3rs(
+        &[
+            "etcd-snapshot",
+            "restore",
+            "/nonexistent/snap",
+            "--config",
+            cfg.to_str().unwrap(),
+            "--data-dir",
+            data.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert!(!out.status.success());
+    let err = text(&out.stderr);
+    assert!(err.contains("/nonexistent/snap"), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(!data.join("server/db/state.db").exists());
+}

@@ -265,6 +265,21 @@ impl K3rsServer {
         })
     }
 
+    /// Runs `k3rs <args>` with this server's config file and data dir
+    /// (for the utility subcommands), returning its output.
+    pub fn k3rs(&self, args: &[&str]) -> Result<Output> {
+        let bin = binaries()?.join("k3rs");
+        Ok(Command::new(&bin)
+            .args(args)
+            .arg("--config")
+            .arg(self.root.join("config.yaml"))
+            .arg("--data-dir")
+            .arg(&self.data_dir)
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null())
+            .output()?)
+    }
+
     pub fn pid(&self) -> u32 {
         self.child.id()
     }
