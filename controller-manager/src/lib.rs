@@ -6,10 +6,13 @@
 //! It talks to the apiserver only over HTTPS with a kubeconfig, through
 //! kube-rs. All controllers share one watch per kind (see [`framework`]).
 
+pub mod backends;
 pub mod cron;
 pub mod cronjob;
 pub mod daemonset;
 pub mod deployment;
+pub mod endpoints;
+pub mod endpointslice;
 pub mod framework;
 pub mod garbagecollector;
 pub mod job;
@@ -18,8 +21,10 @@ pub mod nodeipam;
 pub mod nodelifecycle;
 pub mod podgc;
 pub mod replicaset;
+pub mod replicationcontroller;
 pub mod serviceaccount;
 pub mod statefulset;
+pub mod ttlafterfinished;
 
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
@@ -71,12 +76,16 @@ pub const CONTROLLERS: &[(&str, StartFn)] = &[
     ("garbagecollector", garbagecollector::start),
     ("namespace", namespace::start),
     ("job", job::start),
+    ("ttl-after-finished", ttlafterfinished::start),
     ("cronjob", cronjob::start),
     ("daemonset", daemonset::start),
     ("statefulset", statefulset::start),
     ("nodelifecycle", nodelifecycle::start),
     ("nodeipam", nodeipam::start),
     ("podgc", podgc::start),
+    ("endpoint", endpoints::start),
+    ("endpointslice", endpointslice::start),
+    ("replicationcontroller", replicationcontroller::start),
 ];
 
 #[derive(Debug, Parser)]
