@@ -1696,3 +1696,56 @@ spec:
     assert_eq!(ports, [80]);
     assert_eq!(ready.len(), 105);
 }
+
+#[tokio::test]
+async fn replication_controller_keeps_replicas_and_ttl_after_finished_can_be_disabled() {
+    let (env, _) = env_with(&["node-a"], |c| {
+        c.controllers = vec!["*".into(), "-ttl-after-finished".into()];
+    })
+    .await;
+    let rc = "apiVersion: v1\nkind: ReplicationController\nmetadata:\n  name: legacy\nspec:\n  replicas: 2\n  selector: {app: legacy}\n  template:\n    metadata:\n      labels: {app: legacy}\n    spec:\n      containers:\n      - name: c\n        image: nginx:1.25\n";
+    env.cp.kubectl_in(K, &["apply", "-f", "-"], Some(rc)).await;
+    wait_for("2 ready replicas", 60, || async {
+        let out = env
+            .k(&["get", "rc", "legacy", "-o", "jsonpath={.status.replicas}/{.status.readyReplicas}/{.status.availableReplicas}/{.status.observedGeneration}"])
+            .await;
+        (out == "2/2/2/1").then_some(())
+    })
+    .await;
+    for p in env.pods("default").await {
+        let r = &p.metadata.owner_references.as_ref().expect("owned")[0];
+        assert_eq!(
+            (r.kind.as_str(), r.name.as_str(), r.controller),
+            ("ReplicationController", "legacy", Some(true))
+        );
+    }
+    env.k(&["scale", "rc", "legacy", "--replicas=1"]).await;
+    wait_for("scaled to 1", 60, || async {
+        let out = env
+            .k(&["get", "rc", "legacy", "-o", "jsonpath={.status.replicas}"])
+            .await;
+        let live = env
+            .pods("default")
+            .await
+            .iter()
+            .filter(|p| p.metadata.deletion_timestamp.is_none())
+            .count();
+        (out == "1" && live == 1).then_some(())
+    })
+    .await;
+    wait_for("RC events", 30, || async {
+        let ev = env
+            .k(&["get", "events", "--field-selector", "involvedObject.name=legacy"])
+            .await;
+        (ev.contains("SuccessfulCreate") && ev.contains("SuccessfulDelete")).then_some(())
+    })
+    .await;
+
+    // With ttl-after-finished off, a finished Job outlives its TTL.
+    let job = "apiVersion: batch/v1\nkind: Job\nmetadata:\n  name: keep\nspec:\n  ttlSecondsAfterFinished: 1\n  template:\n    spec:\n      restartPolicy: Never\n      containers:\n      - name: c\n        image: busybox\n";
+    env.cp.kubectl_in(K, &["apply", "-f", "-"], Some(job)).await;
+    env.k(&["wait", "--for=condition=complete", "job/keep", "--timeout=60s"])
+        .await;
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert!(env.k_ok(&["get", "job", "keep"]).await, "job kept");
+}
