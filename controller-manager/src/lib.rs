@@ -22,6 +22,7 @@ pub mod nodelifecycle;
 pub mod podgc;
 pub mod replicaset;
 pub mod replicationcontroller;
+pub mod resourcequota;
 pub mod serviceaccount;
 pub mod statefulset;
 pub mod ttlafterfinished;
@@ -86,6 +87,7 @@ pub const CONTROLLERS: &[(&str, StartFn)] = &[
     ("endpoint", endpoints::start),
     ("endpointslice", endpointslice::start),
     ("replicationcontroller", replicationcontroller::start),
+    ("resourcequota", resourcequota::start),
 ];
 
 #[derive(Debug, Parser)]
@@ -139,6 +141,9 @@ pub struct Cli {
         default_value_t = 12500
     )]
     pub terminated_pod_gc_threshold: usize,
+    /// How often every ResourceQuota's usage is recounted in full.
+    #[arg(long, env = "K3RS_RESOURCE_QUOTA_SYNC_PERIOD", default_value = "5m", value_parser = parse_duration)]
+    pub resource_quota_sync_period: Duration,
     /// Workers per workload controller.
     #[arg(long, env = "K3RS_CONCURRENT_SYNCS", default_value_t = 5)]
     pub concurrent_syncs: usize,
@@ -163,6 +168,7 @@ pub struct Config {
     pub node_monitor_period: Duration,
     pub default_unreachable_toleration_seconds: i64,
     pub terminated_pod_gc_threshold: usize,
+    pub resource_quota_sync_period: Duration,
     pub clock: Clock,
 }
 
@@ -219,6 +225,7 @@ impl Cli {
             node_monitor_period: self.node_monitor_period,
             default_unreachable_toleration_seconds: self.default_unreachable_toleration_seconds,
             terminated_pod_gc_threshold: self.terminated_pod_gc_threshold,
+            resource_quota_sync_period: self.resource_quota_sync_period,
             clock: Clock::default(),
         })
     }
@@ -239,6 +246,7 @@ impl Config {
             node_monitor_period: Duration::from_secs(5),
             default_unreachable_toleration_seconds: 300,
             terminated_pod_gc_threshold: 12500,
+            resource_quota_sync_period: Duration::from_secs(300),
             clock: Clock::default(),
         }
     }

@@ -1735,7 +1735,12 @@ async fn replication_controller_keeps_replicas_and_ttl_after_finished_can_be_dis
     .await;
     wait_for("RC events", 30, || async {
         let ev = env
-            .k(&["get", "events", "--field-selector", "involvedObject.name=legacy"])
+            .k(&[
+                "get",
+                "events",
+                "--field-selector",
+                "involvedObject.name=legacy",
+            ])
             .await;
         (ev.contains("SuccessfulCreate") && ev.contains("SuccessfulDelete")).then_some(())
     })
@@ -1744,8 +1749,111 @@ async fn replication_controller_keeps_replicas_and_ttl_after_finished_can_be_dis
     // With ttl-after-finished off, a finished Job outlives its TTL.
     let job = "apiVersion: batch/v1\nkind: Job\nmetadata:\n  name: keep\nspec:\n  ttlSecondsAfterFinished: 1\n  template:\n    spec:\n      restartPolicy: Never\n      containers:\n      - name: c\n        image: busybox\n";
     env.cp.kubectl_in(K, &["apply", "-f", "-"], Some(job)).await;
-    env.k(&["wait", "--for=condition=complete", "job/keep", "--timeout=60s"])
-        .await;
+    env.k(&[
+        "wait",
+        "--for=condition=complete",
+        "job/keep",
+        "--timeout=60s",
+    ])
+    .await;
     tokio::time::sleep(Duration::from_secs(4)).await;
     assert!(env.k_ok(&["get", "job", "keep"]).await, "job kept");
+}
+
+#[tokio::test]
+async fn resource_quota_reports_hard_and_used() {
+    let (env, _) = env_with(&["node-a"], |c| {
+        c.resource_quota_sync_period = Duration::from_secs(1);
+    })
+    .await;
+    env.k(&["create", "configmap", "one", "--from-literal=a=b"])
+        .await;
+    let yaml = r#"
+apiVersion: v1
+kind: ResourceQuota
+metadata:
+  name: compute
+spec:
+  hard:
+    pods: "10"
+    requests.cpu: "2"
+    requests.memory: 1Gi
+    limits.memory: 2Gi
+    configmaps: "5"
+    services: "3"
+    services.nodeports: "2"
+    count/deployments.apps: "2"
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: app
+spec:
+  replicas: 2
+  selector:
+    matchLabels: {app: quota}
+  template:
+    metadata:
+      labels: {app: quota}
+    spec:
+      containers:
+      - name: c
+        image: nginx:1.25
+        resources:
+          requests: {cpu: 100m, memory: 64Mi}
+          limits: {memory: 128Mi}
+---
+apiVersion: v1
+kind: Service
+metadata:
+  name: np
+spec:
+  type: NodePort
+  selector: {app: quota}
+  ports:
+  - {port: 80}
+"#;
+    env.cp
+        .kubectl_in(K, &["apply", "-f", "-"], Some(yaml))
+        .await;
+    let used = |expect: &'static str| {
+        let env = &env;
+        async move {
+            let out = env.k(&["get", "quota", "compute", "-o", "json"]).await;
+            let v: serde_json::Value = serde_json::from_str(&out).ok()?;
+            let u = &v["status"]["used"];
+            let got = format!(
+                "pods={} requests.cpu={} requests.memory={} limits.memory={} configmaps={} services={} services.nodeports={} count/deployments.apps={}",
+                u["pods"].as_str()?,
+                u["requests.cpu"].as_str()?,
+                u["requests.memory"].as_str()?,
+                u["limits.memory"].as_str()?,
+                u["configmaps"].as_str()?,
+                u["services"].as_str()?,
+                u["services.nodeports"].as_str()?,
+                u["count/deployments.apps"].as_str()?,
+            );
+            (got == expect && v["status"]["hard"] == v["spec"]["hard"]).then_some(())
+        }
+    };
+    // configmaps: ours and kube-root-ca.crt; services: ours and `kubernetes`.
+    wait_for("usage of 2 pods", 60, || {
+        used("pods=2 requests.cpu=200m requests.memory=128Mi limits.memory=256Mi configmaps=2 services=2 services.nodeports=1 count/deployments.apps=1")
+    })
+    .await;
+    env.k(&["scale", "deployment", "app", "--replicas=3"]).await;
+    env.k(&["create", "configmap", "two", "--from-literal=a=b"])
+        .await;
+    wait_for("usage of 3 pods", 60, || {
+        used("pods=3 requests.cpu=300m requests.memory=192Mi limits.memory=384Mi configmaps=3 services=2 services.nodeports=1 count/deployments.apps=1")
+    })
+    .await;
+    let describe = env.k(&["describe", "quota", "compute"]).await;
+    let line = describe
+        .lines()
+        .find(|l| l.starts_with("requests.cpu"))
+        .unwrap_or_default()
+        .split_whitespace()
+        .collect::<Vec<_>>();
+    assert_eq!(line, ["requests.cpu", "300m", "2"], "{describe}");
 }
