@@ -26,6 +26,7 @@ pub mod resourcequota;
 pub mod serviceaccount;
 pub mod statefulset;
 pub mod ttlafterfinished;
+pub mod volumeprotection;
 
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
@@ -88,6 +89,8 @@ pub const CONTROLLERS: &[(&str, StartFn)] = &[
     ("endpointslice", endpointslice::start),
     ("replicationcontroller", replicationcontroller::start),
     ("resourcequota", resourcequota::start),
+    ("pvc-protection", volumeprotection::start_pvc),
+    ("pv-protection", volumeprotection::start_pv),
 ];
 
 #[derive(Debug, Parser)]

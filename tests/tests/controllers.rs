@@ -1857,3 +1857,100 @@ spec:
         .collect::<Vec<_>>();
     assert_eq!(line, ["requests.cpu", "300m", "2"], "{describe}");
 }
+
+#[tokio::test]
+async fn claims_and_volumes_in_use_are_protected_from_deletion() {
+    let (env, _) = env(&["node-a"]).await;
+    let yaml = r#"
+apiVersion: v1
+kind: PersistentVolume
+metadata:
+  name: vol
+spec:
+  capacity: {storage: 1Gi}
+  accessModes: [ReadWriteOnce]
+  hostPath: {path: /tmp/k3rs-e2e-vol}
+---
+apiVersion: v1
+kind: PersistentVolumeClaim
+metadata:
+  name: data
+spec:
+  accessModes: [ReadWriteOnce]
+  resources:
+    requests: {storage: 1Gi}
+---
+apiVersion: v1
+kind: Pod
+metadata:
+  name: user
+spec:
+  containers:
+  - name: c
+    image: nginx:1.25
+  volumes:
+  - name: d
+    persistentVolumeClaim: {claimName: data}
+"#;
+    env.cp
+        .kubectl_in(K, &["apply", "-f", "-"], Some(yaml))
+        .await;
+    for (kind, name, fin) in [
+        ("pvc", "data", "kubernetes.io/pvc-protection"),
+        ("pv", "vol", "kubernetes.io/pv-protection"),
+    ] {
+        wait_for(&format!("{kind} finalizer"), 30, || async {
+            let out = env
+                .k(&["get", kind, name, "-o", "jsonpath={.metadata.finalizers}"])
+                .await;
+            out.contains(fin).then_some(())
+        })
+        .await;
+    }
+    // In use by a running pod: deleting only marks the claim Terminating.
+    env.k(&["delete", "pvc", "data", "--wait=false"]).await;
+    wait_for("pod running", 30, || async {
+        let out = env
+            .k(&["get", "pod", "user", "-o", "jsonpath={.status.phase}"])
+            .await;
+        (out == "Running").then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let out = env.k(&["get", "pvc", "data"]).await;
+    assert!(out.contains("Terminating"), "{out}");
+    // The pod goes, and the claim with it.
+    env.k(&["delete", "pod", "user"]).await;
+    wait_for("claim deleted", 30, || async {
+        (!env.k_ok(&["get", "pvc", "data"]).await).then_some(())
+    })
+    .await;
+    // A bound volume waits for its binding to end.
+    env.k(&[
+        "patch",
+        "pv",
+        "vol",
+        "--subresource=status",
+        "--type=merge",
+        "-p",
+        r#"{"status":{"phase":"Bound"}}"#,
+    ])
+    .await;
+    env.k(&["delete", "pv", "vol", "--wait=false"]).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(env.k_ok(&["get", "pv", "vol"]).await, "bound PV kept");
+    env.k(&[
+        "patch",
+        "pv",
+        "vol",
+        "--subresource=status",
+        "--type=merge",
+        "-p",
+        r#"{"status":{"phase":"Released"}}"#,
+    ])
+    .await;
+    wait_for("volume deleted", 30, || async {
+        (!env.k_ok(&["get", "pv", "vol"]).await).then_some(())
+    })
+    .await;
+}
