@@ -11,6 +11,7 @@ pub mod cron;
 pub mod cronjob;
 pub mod daemonset;
 pub mod deployment;
+pub mod disruption;
 pub mod endpoints;
 pub mod endpointslice;
 pub mod framework;
@@ -91,6 +92,7 @@ pub const CONTROLLERS: &[(&str, StartFn)] = &[
     ("resourcequota", resourcequota::start),
     ("pvc-protection", volumeprotection::start_pvc),
     ("pv-protection", volumeprotection::start_pv),
+    ("disruption", disruption::start),
 ];
 
 #[derive(Debug, Parser)]

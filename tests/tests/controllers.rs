@@ -1954,3 +1954,80 @@ spec:
     })
     .await;
 }
+
+#[tokio::test]
+async fn pod_disruption_budgets_report_allowed_disruptions() {
+    let (env, _) = env(&["node-a", "node-b"]).await;
+    env.cp
+        .kubectl_in(K, &["apply", "-f", "-"], Some(DEPLOY_YAML))
+        .await;
+    env.k(&["rollout", "status", "deployment/web", "--timeout=90s"])
+        .await;
+    let pdbs = r#"
+apiVersion: policy/v1
+kind: PodDisruptionBudget
+metadata:
+  name: min
+spec:
+  minAvailable: 2
+  selector:
+    matchLabels: {app: web}
+---
+apiVersion: policy/v1
+kind: PodDisruptionBudget
+metadata:
+  name: max
+spec:
+  maxUnavailable: "34%"
+  selector:
+    matchLabels: {app: web}
+"#;
+    env.cp
+        .kubectl_in(K, &["apply", "-f", "-"], Some(pdbs))
+        .await;
+    let status = |name: &'static str, want: &'static str| {
+        let env = &env;
+        async move {
+            let out = env
+                .k(&["get", "pdb", name, "-o", "jsonpath={.status.expectedPods}/{.status.currentHealthy}/{.status.desiredHealthy}/{.status.disruptionsAllowed}/{.status.observedGeneration}/{.status.conditions[?(@.type==\"DisruptionAllowed\")].reason}"])
+                .await;
+            (out == want).then_some(())
+        }
+    };
+    wait_for("minAvailable budget", 60, || {
+        status("min", "3/3/2/1/1/SufficientPods")
+    })
+    .await;
+    // 34% of 3 rounds up to 2 unavailable: 1 must stay healthy.
+    wait_for("maxUnavailable budget", 60, || {
+        status("max", "3/3/1/2/1/SufficientPods")
+    })
+    .await;
+    let table = env.k(&["get", "pdb", "min"]).await;
+    let row: Vec<&str> = table
+        .lines()
+        .nth(1)
+        .unwrap_or_default()
+        .split_whitespace()
+        .take(4)
+        .collect();
+    assert_eq!(row, ["min", "2", "N/A", "1"], "{table}");
+    // One pod turns unready: no disruption left under minAvailable 2.
+    let pod = env.pods("default").await[0].metadata.name.clone().unwrap();
+    env.k(&["annotate", "pod", &pod, "fake-node/ready=false"])
+        .await;
+    wait_for("budget exhausted", 60, || {
+        status("min", "3/2/2/0/1/InsufficientPods")
+    })
+    .await;
+    let out = env
+        .k(&[
+            "get",
+            "pdb",
+            "min",
+            "-o",
+            "jsonpath={.status.conditions[0].status}",
+        ])
+        .await;
+    assert_eq!(out, "False");
+}
