@@ -322,6 +322,15 @@ fn port_key(ports: &[EndpointPort]) -> PortKey {
     k
 }
 
+/// A slice that stays: (the existing one it updates, or `None` for a new
+/// one; port key; ports; endpoints).
+type Kept<'a> = (
+    Option<&'a Arc<EndpointSlice>>,
+    PortKey,
+    Vec<EndpointPort>,
+    Vec<Endpoint>,
+);
+
 /// An endpoint's identity across syncs: its pod, or its address.
 fn endpoint_id(e: &Endpoint) -> String {
     e.target_ref
@@ -368,13 +377,7 @@ pub fn plan(
 
     let mut existing: Vec<&Arc<EndpointSlice>> = existing.iter().collect();
     existing.sort_by(|a, b| a.metadata.name.cmp(&b.metadata.name));
-    // (original, port key, ports, endpoints) of slices that stay.
-    let mut kept: Vec<(
-        Option<&Arc<EndpointSlice>>,
-        PortKey,
-        Vec<EndpointPort>,
-        Vec<Endpoint>,
-    )> = Vec::new();
+    let mut kept: Vec<Kept<'_>> = Vec::new();
     let mut free: Vec<&Arc<EndpointSlice>> = Vec::new();
     for s in existing {
         let key = port_key(s.ports.as_deref().unwrap_or_default());
