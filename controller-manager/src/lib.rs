@@ -1,7 +1,8 @@
 //! k3rs-controller-manager: the controllers that drive the cluster toward the
 //! state its objects describe — service accounts and the root CA bundle per
-//! namespace, ReplicaSets, Deployments, garbage collection by owner
-//! references and namespace teardown.
+//! namespace, workloads, garbage collection by owner references, namespace
+//! teardown, nodes, Service endpoints, quotas, storage protection and
+//! disruption budgets (the [`CONTROLLERS`] table).
 //!
 //! It talks to the apiserver only over HTTPS with a kubeconfig, through
 //! kube-rs. All controllers share one watch per kind (see [`framework`]).
