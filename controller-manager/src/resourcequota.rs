@@ -6,11 +6,12 @@
 //!
 //! Kinds the controller manager caches anyway (pods, services, claims,
 //! replication controllers, quotas) update usage as they change; other
-//! kinds are counted with a metadata-only list when a quota is synced,
-//! which also happens every `--resource-quota-sync-period`, as upstream.
+//! kinds are counted with a metadata-only list when the quota itself
+//! changes and every `--resource-quota-sync-period` (a full recount, as
+//! upstream), not on every pod change.
 
-use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
 
 use k3rs_apimachinery::validation::{Quantity, QuantityFormat, parse_quantity};
 use k8s_openapi::api::core::v1::{
@@ -31,14 +32,18 @@ pub fn start(ctx: &Ctx) -> Result<(), Error> {
         services: ctx.informers.get::<Service>(),
         claims: ctx.informers.get::<PersistentVolumeClaim>(),
         rcs: ctx.informers.get::<ReplicationController>(),
+        counted: Mutex::default(),
     });
     let queue = WorkQueue::new();
     {
         let q = queue.clone();
         let c = ctl.clone();
         ctl.quotas.on_change(move |ch| match ch {
-            Change::Applied { new, .. } => {
-                q.add(key_of(*new));
+            Change::Applied { old, new } => {
+                // Our own status writes need no recount of uncached kinds.
+                if old.as_deref().is_none_or(|o| o.spec != new.spec) {
+                    q.add(format!("{FULL}{}", key_of(*new)));
+                }
                 // `resourcequotas` counts in every quota of the namespace.
                 c.queue_namespace(new.metadata.namespace.as_deref(), &q);
             }
@@ -77,7 +82,7 @@ pub fn start(ctx: &Ctx) -> Result<(), Error> {
                     _ = informers.stopped() => return,
                 }
                 for rq in c.quotas.store.state() {
-                    q.add(key_of(rq.as_ref()));
+                    q.add(format!("{FULL}{}", key_of(rq.as_ref())));
                 }
             }
         });
@@ -96,7 +101,12 @@ pub fn start(ctx: &Ctx) -> Result<(), Error> {
     Ok(())
 }
 
+/// Queue-key prefix of a sync that recounts uncached kinds too.
+const FULL: &str = "full:";
+
 struct Controller {
+    /// Last count of each uncached resource, by (namespace, quota resource).
+    counted: Mutex<HashMap<(String, String), i64>>,
     client: Client,
     quotas: Arc<Informer<ResourceQuota>>,
     pods: Arc<Informer<Pod>>,
@@ -114,6 +124,10 @@ impl Controller {
     }
 
     async fn sync(&self, key: &str) -> Result<Action, Error> {
+        let (full, key) = match key.strip_prefix(FULL) {
+            Some(k) => (true, k),
+            None => (false, key),
+        };
         let (ns, name) = split_key(key);
         let ns = ns.unwrap_or_default();
         let Some(rq) = self.quotas.get(Some(ns), name) else {
@@ -139,10 +153,23 @@ impl Controller {
         for resource in hard.keys() {
             let q = match usage(resource, &objects) {
                 Usage::Known(q) => q,
-                Usage::Uncached(ar) if scopes.is_empty() => match self.count(&ar, ns).await? {
-                    Some(n) => Quantity::from_units(n, QuantityFormat::DecimalSI),
-                    None => continue,
-                },
+                Usage::Uncached(ar) if scopes.is_empty() => {
+                    let slot = (ns.to_string(), resource.clone());
+                    let cached = self.counted.lock().ok().and_then(|m| m.get(&slot).copied());
+                    let n = match cached {
+                        Some(n) if !full => n,
+                        _ => match self.count(&ar, ns).await? {
+                            Some(n) => {
+                                if let Ok(mut m) = self.counted.lock() {
+                                    m.insert(slot, n);
+                                }
+                                n
+                            }
+                            None => continue,
+                        },
+                    };
+                    Quantity::from_units(n, QuantityFormat::DecimalSI)
+                }
                 _ => continue,
             };
             used.insert(resource.clone(), ApiQuantity(q.canonical()));
