@@ -707,7 +707,26 @@ async fn deleting_a_namespace_removes_everything_in_it() {
         !env.k_ok(&["get", "namespace", "doomed"]).await,
         "namespace is gone"
     );
-    assert!(env.pods("doomed").await.is_empty());
+    let left: Vec<String> = env
+        .pods("doomed")
+        .await
+        .iter()
+        .map(|p| {
+            format!(
+                "{:?} created {:?} deleting {:?} owners {:?} node {:?} phase {:?}",
+                p.metadata.name,
+                p.metadata.creation_timestamp,
+                p.metadata.deletion_timestamp,
+                p.metadata
+                    .owner_references
+                    .as_ref()
+                    .map(|o| o.iter().map(|o| o.name.clone()).collect::<Vec<_>>()),
+                p.spec.as_ref().and_then(|s| s.node_name.clone()),
+                p.status.as_ref().and_then(|s| s.phase.clone()),
+            )
+        })
+        .collect();
+    assert!(left.is_empty(), "pods left behind: {left:#?}");
     assert!(env.replica_sets("doomed").await.is_empty());
 }
 
