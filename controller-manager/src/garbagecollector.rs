@@ -14,7 +14,8 @@ use k8s_openapi::api::apps::v1::{
     ControllerRevision, DaemonSet, Deployment, ReplicaSet, StatefulSet,
 };
 use k8s_openapi::api::batch::v1::{CronJob, Job};
-use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod, ReplicationController};
+use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod, ReplicationController, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::Client;
 use kube::api::{
@@ -102,6 +103,9 @@ pub fn start(ctx: &Ctx) -> Result<(), Error> {
     track::<CronJob>(ctx, &gc, &queue, true);
     track::<ReplicationController>(ctx, &gc, &queue, true);
     track::<PersistentVolumeClaim>(ctx, &gc, &queue, true);
+    // EndpointSlices belong to their Service.
+    track::<Service>(ctx, &gc, &queue, true);
+    track::<EndpointSlice>(ctx, &gc, &queue, true);
     let g = gc.clone();
     run_workers(
         ctx,

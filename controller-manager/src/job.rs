@@ -3,8 +3,7 @@
 //! `backoffLimit`, `activeDeadlineSeconds` or a matching `podFailurePolicy`
 //! rule. Pods carry the `batch.kubernetes.io/job-tracking` finalizer until
 //! their outcome is counted (through `status.uncountedTerminatedPods`, so a
-//! crash between the two steps never loses or doubles a count). Finished
-//! Jobs with `ttlSecondsAfterFinished` are deleted when it expires.
+//! crash between the two steps never loses or doubles a count).
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -14,7 +13,7 @@ use k8s_openapi::api::batch::v1::{Job, JobCondition, JobStatus, UncountedTermina
 use k8s_openapi::api::core::v1::{EnvVar, EnvVarSource, ObjectFieldSelector, Pod};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
-use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams, PropagationPolicy};
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use kube::{Client, ResourceExt};
 
 use crate::Error;
@@ -436,7 +435,8 @@ impl Controller {
             if status != old_status {
                 self.write_status(&job_api, name, &status).await?;
             }
-            return self.ttl(&job, &job_api, now).await;
+            // Deleting it once its TTL expires is ttl-after-finished's job.
+            return Ok(Action::Done);
         }
 
         let active: Vec<&Arc<Pod>> = pods
@@ -772,48 +772,6 @@ impl Controller {
                 Ok(())
             }
             Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
-            Err(e) => Err(e.into()),
-        }
-    }
-
-    /// ttlSecondsAfterFinished (upstream's ttl-after-finished controller).
-    async fn ttl(&self, job: &Job, api: &Api<Job>, now: Timestamp) -> Result<Action, Error> {
-        let Some(ttl) = job.spec.as_ref().and_then(|s| s.ttl_seconds_after_finished) else {
-            return Ok(Action::Done);
-        };
-        if job.metadata.deletion_timestamp.is_some() {
-            return Ok(Action::Done);
-        }
-        let finished_at = job
-            .status
-            .as_ref()
-            .and_then(|s| s.conditions.as_ref())
-            .and_then(|c| {
-                c.iter()
-                    .find(|c| (c.type_ == "Complete" || c.type_ == "Failed") && c.status == "True")
-            })
-            .and_then(|c| c.last_transition_time.as_ref())
-            .map_or(now, |t| t.0);
-        let expires = finished_at.as_second() + i64::from(ttl);
-        if expires > now.as_second() {
-            return Ok(Action::RequeueAfter(Duration::from_secs(
-                (expires - now.as_second()) as u64,
-            )));
-        }
-        let dp = DeleteParams {
-            propagation_policy: Some(PropagationPolicy::Foreground),
-            preconditions: Some(kube::api::Preconditions {
-                uid: job.metadata.uid.clone(),
-                resource_version: None,
-            }),
-            ..Default::default()
-        };
-        match api.delete(&job.name_any(), &dp).await {
-            Ok(_) => {
-                tracing::info!(job = %job.name_any(), "deleted finished job after its TTL");
-                Ok(Action::Done)
-            }
-            Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => Ok(Action::Done),
             Err(e) => Err(e.into()),
         }
     }

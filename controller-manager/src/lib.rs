@@ -1,15 +1,20 @@
 //! k3rs-controller-manager: the controllers that drive the cluster toward the
 //! state its objects describe — service accounts and the root CA bundle per
-//! namespace, ReplicaSets, Deployments, garbage collection by owner
-//! references and namespace teardown.
+//! namespace, workloads, garbage collection by owner references, namespace
+//! teardown, nodes, Service endpoints, quotas, storage protection and
+//! disruption budgets (the [`CONTROLLERS`] table).
 //!
 //! It talks to the apiserver only over HTTPS with a kubeconfig, through
 //! kube-rs. All controllers share one watch per kind (see [`framework`]).
 
+pub mod backends;
 pub mod cron;
 pub mod cronjob;
 pub mod daemonset;
 pub mod deployment;
+pub mod disruption;
+pub mod endpoints;
+pub mod endpointslice;
 pub mod framework;
 pub mod garbagecollector;
 pub mod job;
@@ -18,8 +23,12 @@ pub mod nodeipam;
 pub mod nodelifecycle;
 pub mod podgc;
 pub mod replicaset;
+pub mod replicationcontroller;
+pub mod resourcequota;
 pub mod serviceaccount;
 pub mod statefulset;
+pub mod ttlafterfinished;
+pub mod volumeprotection;
 
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
@@ -71,12 +80,20 @@ pub const CONTROLLERS: &[(&str, StartFn)] = &[
     ("garbagecollector", garbagecollector::start),
     ("namespace", namespace::start),
     ("job", job::start),
+    ("ttl-after-finished", ttlafterfinished::start),
     ("cronjob", cronjob::start),
     ("daemonset", daemonset::start),
     ("statefulset", statefulset::start),
     ("nodelifecycle", nodelifecycle::start),
     ("nodeipam", nodeipam::start),
     ("podgc", podgc::start),
+    ("endpoint", endpoints::start),
+    ("endpointslice", endpointslice::start),
+    ("replicationcontroller", replicationcontroller::start),
+    ("resourcequota", resourcequota::start),
+    ("pvc-protection", volumeprotection::start_pvc),
+    ("pv-protection", volumeprotection::start_pv),
+    ("disruption", disruption::start),
 ];
 
 #[derive(Debug, Parser)]
@@ -130,6 +147,9 @@ pub struct Cli {
         default_value_t = 12500
     )]
     pub terminated_pod_gc_threshold: usize,
+    /// How often every ResourceQuota's usage is recounted in full.
+    #[arg(long, env = "K3RS_RESOURCE_QUOTA_SYNC_PERIOD", default_value = "5m", value_parser = parse_duration)]
+    pub resource_quota_sync_period: Duration,
     /// Workers per workload controller.
     #[arg(long, env = "K3RS_CONCURRENT_SYNCS", default_value_t = 5)]
     pub concurrent_syncs: usize,
@@ -154,6 +174,7 @@ pub struct Config {
     pub node_monitor_period: Duration,
     pub default_unreachable_toleration_seconds: i64,
     pub terminated_pod_gc_threshold: usize,
+    pub resource_quota_sync_period: Duration,
     pub clock: Clock,
 }
 
@@ -210,6 +231,7 @@ impl Cli {
             node_monitor_period: self.node_monitor_period,
             default_unreachable_toleration_seconds: self.default_unreachable_toleration_seconds,
             terminated_pod_gc_threshold: self.terminated_pod_gc_threshold,
+            resource_quota_sync_period: self.resource_quota_sync_period,
             clock: Clock::default(),
         })
     }
@@ -230,6 +252,7 @@ impl Config {
             node_monitor_period: Duration::from_secs(5),
             default_unreachable_toleration_seconds: 300,
             terminated_pod_gc_threshold: 12500,
+            resource_quota_sync_period: Duration::from_secs(300),
             clock: Clock::default(),
         }
     }

@@ -1,18 +1,19 @@
 //! The ReplicaSet controller: keeps `spec.replicas` pods from the template
 //! running, adopting matching orphans and releasing pods that stopped
-//! matching, and reports replica counts in the status.
+//! matching, and reports replica counts in the status. ReplicationControllers
+//! run on the same logic through [`Replicated`].
 
 use std::sync::Arc;
 
 use k8s_openapi::api::apps::v1::{ReplicaSet, ReplicaSetCondition};
-use k8s_openapi::api::core::v1::Pod;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::api::core::v1::{Pod, PodTemplateSpec};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, Time};
 use kube::api::{Api, DeleteParams, ObjectMeta, Patch, PatchParams, PostParams};
 use kube::{Client, ResourceExt};
 
 use crate::Error;
 use crate::framework::{
-    Action, Change, Ctx, Events, Expectations, Informer, WorkQueue, controller_ref, key_of,
+    Action, Change, Ctx, Events, Expectations, Informer, Kind, WorkQueue, controller_ref, key_of,
     owner_ref_to, patch_owner_refs, pod_is_active, pod_is_available, pod_is_ready, run_workers,
     selector_is_empty, selector_matches, split_key,
 };
@@ -20,12 +21,71 @@ use crate::framework::{
 /// At most this many pods are created or deleted per sync (upstream's burst).
 const BURST: usize = 500;
 
+/// What the replica logic needs of its owner kind (ReplicaSet,
+/// ReplicationController): they differ only in how the selector is spelled.
+pub trait Replicated:
+    Kind + serde::Serialize + kube::Resource<Scope = k8s_openapi::NamespaceResourceScope>
+{
+    /// The controller's `--controllers` name, for logs.
+    const CONTROLLER: &'static str;
+    /// `None` when the object has no spec to act on.
+    fn selector(&self) -> Option<LabelSelector>;
+    fn replicas(&self) -> i32;
+    fn min_ready_seconds(&self) -> i32;
+    fn template(&self) -> Option<&PodTemplateSpec>;
+    fn replica_status(&self) -> Option<ReplicaStatus>;
+}
+
+/// The status fields both kinds share.
+pub struct ReplicaStatus {
+    pub replicas: i32,
+    pub fully_labeled: i32,
+    pub ready: i32,
+    pub available: i32,
+    pub observed_generation: Option<i64>,
+    pub conditions: Vec<ReplicaSetCondition>,
+}
+
+impl Replicated for ReplicaSet {
+    const CONTROLLER: &'static str = "replicaset";
+    fn selector(&self) -> Option<LabelSelector> {
+        Some(self.spec.as_ref()?.selector.clone())
+    }
+    fn replicas(&self) -> i32 {
+        self.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1)
+    }
+    fn min_ready_seconds(&self) -> i32 {
+        self.spec
+            .as_ref()
+            .and_then(|s| s.min_ready_seconds)
+            .unwrap_or(0)
+    }
+    fn template(&self) -> Option<&PodTemplateSpec> {
+        self.spec.as_ref()?.template.as_ref()
+    }
+    fn replica_status(&self) -> Option<ReplicaStatus> {
+        let s = self.status.as_ref()?;
+        Some(ReplicaStatus {
+            replicas: s.replicas,
+            fully_labeled: s.fully_labeled_replicas.unwrap_or(0),
+            ready: s.ready_replicas.unwrap_or(0),
+            available: s.available_replicas.unwrap_or(0),
+            observed_generation: s.observed_generation,
+            conditions: s.conditions.clone().unwrap_or_default(),
+        })
+    }
+}
+
 pub fn start(ctx: &Ctx) -> Result<(), Error> {
+    start_for::<ReplicaSet>(ctx)
+}
+
+pub fn start_for<K: Replicated>(ctx: &Ctx) -> Result<(), Error> {
     let ctl = Arc::new(Controller {
         client: ctx.client.clone(),
         events: ctx.events.clone(),
         clock: ctx.clock.clone(),
-        sets: ctx.informers.get::<ReplicaSet>(),
+        sets: ctx.informers.get::<K>(),
         pods: ctx.informers.get::<Pod>(),
         expectations: Expectations::default(),
     });
@@ -49,7 +109,7 @@ pub fn start(ctx: &Ctx) -> Result<(), Error> {
     let c = ctl.clone();
     run_workers(
         ctx,
-        "replicaset",
+        K::CONTROLLER,
         queue,
         ctx.config.concurrent_syncs,
         move |key| {
@@ -60,18 +120,18 @@ pub fn start(ctx: &Ctx) -> Result<(), Error> {
     Ok(())
 }
 
-struct Controller {
+struct Controller<K: Replicated> {
     client: Client,
     events: Events,
     clock: crate::Clock,
-    sets: Arc<Informer<ReplicaSet>>,
+    sets: Arc<Informer<K>>,
     pods: Arc<Informer<Pod>>,
     expectations: Expectations,
 }
 
-fn rs_owner_key(pod: &Pod) -> Option<String> {
+fn owner_key<K: Replicated>(pod: &Pod) -> Option<String> {
     let r = controller_ref(&pod.metadata)?;
-    if r.kind != "ReplicaSet" {
+    if r.kind != K::kind(&()) {
         return None;
     }
     Some(format!(
@@ -81,11 +141,11 @@ fn rs_owner_key(pod: &Pod) -> Option<String> {
     ))
 }
 
-impl Controller {
+impl<K: Replicated> Controller<K> {
     fn pod_changed(&self, ch: &Change<'_, Pod>, q: &WorkQueue) {
         match ch {
             Change::Applied { old, new } => {
-                let owner = rs_owner_key(new);
+                let owner = owner_key::<K>(new);
                 if let Some(k) = &owner {
                     if old.is_none() {
                         self.expectations.observed_add(k);
@@ -99,7 +159,7 @@ impl Controller {
                     }
                     q.add(k.clone());
                 }
-                if let Some(old_owner) = old.as_deref().and_then(rs_owner_key)
+                if let Some(old_owner) = old.as_deref().and_then(owner_key::<K>)
                     && Some(&old_owner) != owner.as_ref()
                 {
                     q.add(old_owner);
@@ -108,9 +168,9 @@ impl Controller {
                     // An orphan: every ReplicaSet that selects it may adopt it.
                     let ns = new.metadata.namespace.as_deref().unwrap_or_default();
                     for rs in self.sets.in_namespace(ns) {
-                        if let Some(sel) = rs.spec.as_ref().map(|s| &s.selector)
-                            && !selector_is_empty(sel)
-                            && selector_matches(sel, new.metadata.labels.as_ref())
+                        if let Some(sel) = rs.selector()
+                            && !selector_is_empty(&sel)
+                            && selector_matches(&sel, new.metadata.labels.as_ref())
                         {
                             q.add(key_of(rs.as_ref()));
                         }
@@ -118,7 +178,7 @@ impl Controller {
                 }
             }
             Change::Deleted(pod) => {
-                if let Some(k) = rs_owner_key(pod) {
+                if let Some(k) = owner_key::<K>(pod) {
                     if pod.metadata.deletion_timestamp.is_none() {
                         self.expectations.observed_del(&k);
                     }
@@ -135,20 +195,20 @@ impl Controller {
             self.expectations.forget(key);
             return Ok(Action::Done);
         };
-        let Some(spec) = rs.spec.as_ref() else {
+        let Some(selector) = rs.selector() else {
             return Ok(Action::Done);
         };
-        if selector_is_empty(&spec.selector) {
+        if selector_is_empty(&selector) {
             // The apiserver rejects these; never act on "select everything".
             return Ok(Action::Done);
         }
-        let uid = rs.metadata.uid.clone().unwrap_or_default();
-        let deleting = rs.metadata.deletion_timestamp.is_some();
+        let uid = rs.meta().uid.clone().unwrap_or_default();
+        let deleting = rs.meta().deletion_timestamp.is_some();
         let pod_api: Api<Pod> = Api::namespaced(self.client.clone(), ns);
 
         let mut owned = Vec::new();
         for p in self.pods.in_namespace(ns) {
-            let matches = selector_matches(&spec.selector, p.metadata.labels.as_ref());
+            let matches = selector_matches(&selector, p.metadata.labels.as_ref());
             match controller_ref(&p.metadata) {
                 Some(r) if r.uid == uid => {
                     if matches {
@@ -183,10 +243,9 @@ impl Controller {
 
         // Status from what the cache shows now.
         let now = self.clock.now();
-        let min_ready = spec.min_ready_seconds.unwrap_or(0);
-        let template_labels = spec
-            .template
-            .as_ref()
+        let min_ready = rs.min_ready_seconds();
+        let template_labels = rs
+            .template()
             .and_then(|t| t.metadata.as_ref())
             .and_then(|m| m.labels.clone())
             .unwrap_or_default();
@@ -205,10 +264,10 @@ impl Controller {
             .iter()
             .filter(|p| pod_is_available(p, min_ready, now))
             .count() as i32;
-        let mut conditions: Vec<ReplicaSetCondition> = rs
-            .status
+        let cur = rs.replica_status();
+        let mut conditions: Vec<ReplicaSetCondition> = cur
             .as_ref()
-            .and_then(|s| s.conditions.clone())
+            .map(|s| s.conditions.clone())
             .unwrap_or_default();
         let failure = manage_err.as_ref().and_then(|e| match e {
             SyncError::Create(msg) => Some(msg.clone()),
@@ -233,20 +292,19 @@ impl Controller {
             "fullyLabeledReplicas": fully_labeled,
             "readyReplicas": ready,
             "availableReplicas": available,
-            "observedGeneration": rs.metadata.generation,
+            "observedGeneration": rs.meta().generation,
             "conditions": if conditions.is_empty() { serde_json::Value::Null } else { serde_json::to_value(&conditions).unwrap_or_default() },
         });
-        let cur = rs.status.as_ref();
         let unchanged = cur.is_some_and(|s| {
             s.replicas == replicas
-                && s.fully_labeled_replicas.unwrap_or(0) == fully_labeled
-                && s.ready_replicas.unwrap_or(0) == ready
-                && s.available_replicas.unwrap_or(0) == available
-                && s.observed_generation == rs.metadata.generation
-                && s.conditions.clone().unwrap_or_default() == conditions
+                && s.fully_labeled == fully_labeled
+                && s.ready == ready
+                && s.available == available
+                && s.observed_generation == rs.meta().generation
+                && s.conditions == conditions
         });
         if !unchanged {
-            let api: Api<ReplicaSet> = Api::namespaced(self.client.clone(), ns);
+            let api: Api<K> = Api::namespaced(self.client.clone(), ns);
             match api
                 .patch_status(
                     name,
@@ -274,22 +332,17 @@ impl Controller {
 
     async fn manage(
         &self,
-        rs: &ReplicaSet,
+        rs: &K,
         active: &[Arc<Pod>],
         key: &str,
         pod_api: &Api<Pod>,
     ) -> Result<(), SyncError> {
-        let want = rs
-            .spec
-            .as_ref()
-            .and_then(|s| s.replicas)
-            .unwrap_or(1)
-            .max(0) as usize;
+        let want = rs.replicas().max(0) as usize;
         let have = active.len();
         if have < want {
             let n = (want - have).min(BURST);
             self.expectations.expect(key, n as i64, 0);
-            let pod = pod_from_rs(rs);
+            let pod = pod_from_template(rs, rs.template());
             let pp = PostParams::default();
             // Slow start: batches of 1, 2, 4, ... so a pod spec the apiserver
             // rejects costs one failed request, not hundreds.
@@ -442,10 +495,6 @@ pub fn pod_from_template<K: kube::Resource<DynamicType = ()>>(
         spec: t.spec,
         status: None,
     }
-}
-
-fn pod_from_rs(rs: &ReplicaSet) -> Pod {
-    pod_from_template(rs, rs.spec.as_ref().and_then(|s| s.template.as_ref()))
 }
 
 #[cfg(test)]

@@ -2,11 +2,13 @@
 //! scheduler runs: registers Node objects with Ready status and renewed
 //! Leases, binds pending pods to them (`pods/binding`), reports bound pods
 //! Running and Ready (or Succeeded, for Job pods) through `pods/status`,
-//! and finishes the graceful deletion of pods it "runs".
+//! and finishes the graceful deletion of pods it "runs". Each pod gets an
+//! IP of its own; annotating a running pod `fake-node/ready=false` makes it
+//! report not ready (its readiness probe "fails") until the annotation goes.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::time::Duration;
 
 use anyhow::Result;
@@ -115,6 +117,32 @@ async fn renew_lease(client: &kube::Client, node: &str) -> Result<()> {
     Ok(())
 }
 
+/// The annotation that makes a running pod's readiness probe fail.
+pub const NOT_READY_ANNOTATION: &str = "fake-node/ready";
+
+/// A pod IP no other pod of this test process got.
+fn next_pod_ip() -> String {
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    format!("10.42.{}.{}", (n / 250) % 256, n % 250 + 2)
+}
+
+fn wants_ready(p: &Pod) -> bool {
+    p.metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(NOT_READY_ANNOTATION))
+        .is_none_or(|v| v != "false")
+}
+
+fn reports_ready(p: &Pod) -> bool {
+    p.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .and_then(|c| c.iter().find(|c| c.type_ == "Ready"))
+        .is_some_and(|c| c.status == "True")
+}
+
 fn owned_by_job(p: &Pod) -> bool {
     p.metadata
         .owner_references
@@ -199,6 +227,27 @@ async fn tick(client: &kube::Client, names: &[String], b: &Behaviour, i: u64) ->
                     continue;
                 }
                 let phase = p.status.as_ref().and_then(|s| s.phase.clone());
+                if phase.as_deref() == Some("Running") && wants_ready(&p) != reports_ready(&p) {
+                    let now = k8s_openapi::jiff::Timestamp::now().to_string();
+                    let ready = if wants_ready(&p) { "True" } else { "False" };
+                    let mut conds: Vec<serde_json::Value> = p
+                        .status
+                        .as_ref()
+                        .and_then(|s| s.conditions.as_ref())
+                        .into_iter()
+                        .flatten()
+                        .filter(|c| c.type_ != "Ready" && c.type_ != "ContainersReady")
+                        .filter_map(|c| serde_json::to_value(c).ok())
+                        .collect();
+                    for t in ["ContainersReady", "Ready"] {
+                        conds.push(serde_json::json!({"type": t, "status": ready, "lastTransitionTime": now}));
+                    }
+                    let status = serde_json::json!({"status": {"conditions": conds}});
+                    let _ = api
+                        .patch_status(&name, &PatchParams::default(), &Patch::Merge(&status))
+                        .await;
+                    continue;
+                }
                 if matches!(phase.as_deref(), Some("Running" | "Succeeded" | "Failed")) {
                     continue;
                 }
@@ -216,13 +265,15 @@ async fn tick(client: &kube::Client, names: &[String], b: &Behaviour, i: u64) ->
                     serde_json::json!({"status": {"phase": if fail { "Failed" } else { "Succeeded" },
                         "conditions": [{"type": "Ready", "status": "False", "lastTransitionTime": now}]}})
                 } else {
-                    serde_json::json!({"status": {"phase": "Running", "podIP": "10.42.0.10",
+                    let ip = next_pod_ip();
+                    let ready = if wants_ready(&p) { "True" } else { "False" };
+                    serde_json::json!({"status": {"phase": "Running", "podIP": ip, "podIPs": [{"ip": ip}],
                         "startTime": now,
                         "conditions": [
                             {"type": "PodScheduled", "status": "True", "lastTransitionTime": now},
                             {"type": "Initialized", "status": "True", "lastTransitionTime": now},
-                            {"type": "ContainersReady", "status": "True", "lastTransitionTime": now},
-                            {"type": "Ready", "status": "True", "lastTransitionTime": now}]}})
+                            {"type": "ContainersReady", "status": ready, "lastTransitionTime": now},
+                            {"type": "Ready", "status": ready, "lastTransitionTime": now}]}})
                 };
                 let _ = api
                     .patch_status(&name, &PatchParams::default(), &Patch::Merge(&status))

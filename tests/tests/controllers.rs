@@ -707,7 +707,26 @@ async fn deleting_a_namespace_removes_everything_in_it() {
         !env.k_ok(&["get", "namespace", "doomed"]).await,
         "namespace is gone"
     );
-    assert!(env.pods("doomed").await.is_empty());
+    let left: Vec<String> = env
+        .pods("doomed")
+        .await
+        .iter()
+        .map(|p| {
+            format!(
+                "{:?} created {:?} deleting {:?} owners {:?} node {:?} phase {:?}",
+                p.metadata.name,
+                p.metadata.creation_timestamp,
+                p.metadata.deletion_timestamp,
+                p.metadata
+                    .owner_references
+                    .as_ref()
+                    .map(|o| o.iter().map(|o| o.name.clone()).collect::<Vec<_>>()),
+                p.spec.as_ref().and_then(|s| s.node_name.clone()),
+                p.status.as_ref().and_then(|s| s.phase.clone()),
+            )
+        })
+        .collect();
+    assert!(left.is_empty(), "pods left behind: {left:#?}");
     assert!(env.replica_sets("doomed").await.is_empty());
 }
 
@@ -1353,4 +1372,681 @@ async fn pod_gc_removes_excess_finished_pods_and_pods_of_deleted_nodes() {
         (!env.k_ok(&["get", "pod", "stranded"]).await).then_some(())
     })
     .await;
+}
+
+const SERVICE_YAML: &str = r#"
+apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: web
+spec:
+  replicas: 3
+  selector:
+    matchLabels: {app: web}
+  template:
+    metadata:
+      labels: {app: web}
+    spec:
+      containers:
+      - name: nginx
+        image: nginx:1.25
+        ports:
+        - {name: http, containerPort: 8080}
+---
+apiVersion: v1
+kind: Service
+metadata:
+  name: web
+  labels: {team: a}
+spec:
+  selector: {app: web}
+  ports:
+  - {name: web, port: 80, targetPort: http}
+---
+apiVersion: v1
+kind: Service
+metadata:
+  name: external
+spec:
+  ports:
+  - {port: 80}
+"#;
+
+impl Env {
+    async fn json(&self, args: &[&str]) -> serde_json::Value {
+        let mut a = args.to_vec();
+        a.extend(["-o", "json"]);
+        let out = self.k(&a).await;
+        serde_json::from_str(&out).unwrap_or_else(|e| panic!("{args:?}: {e}: {out}"))
+    }
+
+    /// The endpoints of Service `svc`'s slices: (pod name, IP, ready, serving, terminating).
+    async fn slice_endpoints(&self, svc: &str) -> (Vec<serde_json::Value>, Vec<SliceEndpoint>) {
+        let sel = format!("kubernetes.io/service-name={svc}");
+        let list = self.json(&["get", "endpointslices", "-l", &sel]).await;
+        let items = list["items"].as_array().cloned().unwrap_or_default();
+        let mut eps: Vec<SliceEndpoint> = items
+            .iter()
+            .flat_map(|s| s["endpoints"].as_array().cloned().unwrap_or_default())
+            .map(|e| SliceEndpoint {
+                pod: e["targetRef"]["name"].as_str().unwrap_or_default().into(),
+                ip: e["addresses"][0].as_str().unwrap_or_default().into(),
+                ready: e["conditions"]["ready"] == true,
+                serving: e["conditions"]["serving"] == true,
+                terminating: e["conditions"]["terminating"] == true,
+            })
+            .collect();
+        eps.sort_by(|a, b| a.pod.cmp(&b.pod));
+        (items, eps)
+    }
+
+    /// `kubectl get endpoints svc`: (ready IPs, not-ready IPs, ports), sorted.
+    async fn endpoints_of(&self, svc: &str) -> Option<(Vec<String>, Vec<String>, Vec<i64>)> {
+        let out = self
+            .cp
+            .kubectl_with(K, &["get", "endpoints", svc, "-o", "json"], None, &[])
+            .await
+            .ok()?;
+        if !out.status.success() {
+            return None;
+        }
+        let ep: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+        let (mut ready, mut not_ready, mut ports) = (Vec::new(), Vec::new(), Vec::new());
+        for s in ep["subsets"].as_array().into_iter().flatten() {
+            for a in s["addresses"].as_array().into_iter().flatten() {
+                ready.push(a["ip"].as_str().unwrap_or_default().to_string());
+            }
+            for a in s["notReadyAddresses"].as_array().into_iter().flatten() {
+                not_ready.push(a["ip"].as_str().unwrap_or_default().to_string());
+            }
+            for p in s["ports"].as_array().into_iter().flatten() {
+                ports.push(p["port"].as_i64().unwrap_or_default());
+            }
+        }
+        ready.sort();
+        not_ready.sort();
+        ports.sort();
+        ports.dedup();
+        Some((ready, not_ready, ports))
+    }
+
+    /// name -> IP of the running pods in `default`.
+    async fn pod_ips(&self) -> std::collections::BTreeMap<String, String> {
+        self.pods("default")
+            .await
+            .into_iter()
+            .filter_map(|p| Some((p.metadata.name?, p.status?.pod_ip?)))
+            .collect()
+    }
+}
+
+#[derive(Debug, PartialEq)]
+struct SliceEndpoint {
+    pod: String,
+    ip: String,
+    ready: bool,
+    serving: bool,
+    terminating: bool,
+}
+
+#[tokio::test]
+async fn services_get_endpoint_slices_and_endpoints_that_follow_pod_readiness() {
+    let (env, _) = env(&["node-a", "node-b"]).await;
+    env.cp
+        .kubectl_in(K, &["apply", "-f", "-"], Some(SERVICE_YAML))
+        .await;
+    env.k(&["rollout", "status", "deployment/web", "--timeout=90s"])
+        .await;
+    let ips = wait_for("3 pod IPs", 30, || async {
+        let ips = env.pod_ips().await;
+        (ips.len() == 3).then_some(ips)
+    })
+    .await;
+    let (slices, eps) = wait_for("a slice with 3 ready endpoints", 60, || async {
+        let (slices, eps) = env.slice_endpoints("web").await;
+        (eps.len() == 3 && eps.iter().all(|e| e.ready && e.serving && !e.terminating))
+            .then_some((slices, eps))
+    })
+    .await;
+    assert_eq!(slices.len(), 1);
+    let s = &slices[0];
+    assert_eq!(s["addressType"], "IPv4");
+    assert_eq!(
+        s["metadata"]["labels"]["endpointslice.kubernetes.io/managed-by"],
+        "endpointslice-controller.k8s.io"
+    );
+    assert_eq!(s["metadata"]["labels"]["team"], "a");
+    let owner = &s["metadata"]["ownerReferences"][0];
+    assert_eq!(
+        (owner["kind"].as_str(), owner["name"].as_str()),
+        (Some("Service"), Some("web"))
+    );
+    assert_eq!(owner["controller"], true);
+    // The named target port resolved to the container port.
+    assert_eq!(
+        s["ports"],
+        serde_json::json!([{"name": "web", "port": 8080, "protocol": "TCP"}])
+    );
+    for e in s["endpoints"].as_array().unwrap() {
+        assert_eq!(e["targetRef"]["kind"], "Pod");
+        assert!(
+            e["nodeName"]
+                .as_str()
+                .is_some_and(|n| n.starts_with("node-")),
+            "{e}"
+        );
+    }
+    for e in &eps {
+        assert_eq!(ips.get(&e.pod), Some(&e.ip), "{e:?}");
+    }
+    let mut all: Vec<String> = ips.values().cloned().collect();
+    all.sort();
+    let ep = wait_for("Endpoints with 3 ready addresses", 60, || async {
+        env.endpoints_of("web").await.filter(|e| e.0 == all)
+    })
+    .await;
+    assert_eq!(ep, (all.clone(), vec![], vec![8080]));
+    let describe = env.k(&["describe", "svc", "web"]).await;
+    let first = &all[0];
+    assert!(describe.contains(&format!("{first}:8080")), "{describe}");
+
+    // Readiness fails on one pod: it moves to notReadyAddresses / ready=false.
+    let (sick, sick_ip) = ips
+        .iter()
+        .next()
+        .map(|(a, b)| (a.clone(), b.clone()))
+        .unwrap();
+    env.k(&["annotate", "pod", &sick, "fake-node/ready=false"])
+        .await;
+    wait_for("not-ready address", 60, || async {
+        let (ready, not_ready, _) = env.endpoints_of("web").await?;
+        (ready.len() == 2 && not_ready == [sick_ip.clone()]).then_some(())
+    })
+    .await;
+    wait_for("not-ready slice endpoint", 60, || async {
+        let (_, eps) = env.slice_endpoints("web").await;
+        eps.iter()
+            .any(|e| e.pod == sick && !e.ready && !e.serving && !e.terminating)
+            .then_some(())
+    })
+    .await;
+    // And back.
+    env.k(&["annotate", "pod", &sick, "fake-node/ready-"]).await;
+    wait_for("ready again", 60, || async {
+        env.endpoints_of("web")
+            .await
+            .filter(|e| e.0 == all && e.1.is_empty())
+    })
+    .await;
+
+    // A terminating pod (held by a finalizer): still serving in its slice,
+    // not ready, and gone from Endpoints.
+    let (dying, dying_ip) = ips
+        .iter()
+        .nth(1)
+        .map(|(a, b)| (a.clone(), b.clone()))
+        .unwrap();
+    env.k(&[
+        "patch",
+        "pod",
+        &dying,
+        "--type=merge",
+        "-p",
+        r#"{"metadata":{"finalizers":["example.com/hold"]}}"#,
+    ])
+    .await;
+    env.k(&["delete", "pod", &dying, "--wait=false"]).await;
+    wait_for("terminating endpoint", 60, || async {
+        let (_, eps) = env.slice_endpoints("web").await;
+        eps.iter()
+            .any(|e| e.pod == dying && !e.ready && e.serving && e.terminating)
+            .then_some(())
+    })
+    .await;
+    wait_for("terminating pod out of Endpoints", 60, || async {
+        let (ready, not_ready, _) = env.endpoints_of("web").await?;
+        (!ready.contains(&dying_ip) && !not_ready.contains(&dying_ip)).then_some(())
+    })
+    .await;
+    env.k(&[
+        "patch",
+        "pod",
+        &dying,
+        "--type=merge",
+        "-p",
+        r#"{"metadata":{"finalizers":null}}"#,
+    ])
+    .await;
+    wait_for("replacement pod listed", 60, || async {
+        let (_, eps) = env.slice_endpoints("web").await;
+        (eps.len() == 3 && eps.iter().all(|e| e.pod != dying && e.ready)).then_some(())
+    })
+    .await;
+
+    // A Service without a selector is left alone.
+    let (slices, _) = env.slice_endpoints("external").await;
+    assert!(slices.is_empty(), "{slices:?}");
+    assert!(env.endpoints_of("external").await.is_none());
+
+    // Scaled to zero: one empty placeholder slice, Endpoints without subsets.
+    env.k(&["scale", "deployment", "web", "--replicas=0"]).await;
+    wait_for("placeholder slice", 60, || async {
+        let (slices, eps) = env.slice_endpoints("web").await;
+        (slices.len() == 1 && eps.is_empty()).then_some(())
+    })
+    .await;
+    wait_for("empty Endpoints", 60, || async {
+        env.endpoints_of("web")
+            .await
+            .filter(|e| e.0.is_empty() && e.1.is_empty())
+    })
+    .await;
+    let wide = env.k(&["get", "endpoints", "web"]).await;
+    assert!(wide.contains("<none>"), "{wide}");
+
+    // The Service goes, and its Endpoints and slices with it.
+    env.k(&["delete", "svc", "web"]).await;
+    wait_for("Endpoints and slices removed", 60, || async {
+        let (slices, _) = env.slice_endpoints("web").await;
+        (slices.is_empty() && env.endpoints_of("web").await.is_none()).then_some(())
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn headless_service_with_publish_not_ready_and_many_pods_splits_slices() {
+    let (env, _) = env(&["node-a"]).await;
+    // Pods that never turn ready still count with publishNotReadyAddresses.
+    let yaml = r#"
+apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: many
+spec:
+  replicas: 105
+  selector:
+    matchLabels: {app: many}
+  template:
+    metadata:
+      labels: {app: many}
+      annotations: {fake-node/ready: "false"}
+    spec:
+      containers:
+      - name: c
+        image: nginx:1.25
+---
+apiVersion: v1
+kind: Service
+metadata:
+  name: many
+spec:
+  clusterIP: None
+  publishNotReadyAddresses: true
+  selector: {app: many}
+  ports:
+  - {port: 80}
+"#;
+    env.cp
+        .kubectl_in(K, &["apply", "-f", "-"], Some(yaml))
+        .await;
+    let slices = wait_for("105 endpoints in 2 slices", 120, || async {
+        let (slices, eps) = env.slice_endpoints("many").await;
+        (eps.len() == 105 && eps.iter().all(|e| e.ready && !e.serving)).then_some(slices)
+    })
+    .await;
+    let mut sizes: Vec<usize> = slices
+        .iter()
+        .map(|s| s["endpoints"].as_array().map_or(0, |a| a.len()))
+        .collect();
+    sizes.sort();
+    assert_eq!(sizes, [5, 100]);
+    for s in &slices {
+        assert_eq!(
+            s["metadata"]["labels"]["service.kubernetes.io/headless"],
+            ""
+        );
+    }
+    // Endpoints lists them as ready addresses, too.
+    let (ready, not_ready, ports) = wait_for("Endpoints of 105", 60, || async {
+        env.endpoints_of("many").await.filter(|e| e.0.len() == 105)
+    })
+    .await;
+    assert!(not_ready.is_empty());
+    assert_eq!(ports, [80]);
+    assert_eq!(ready.len(), 105);
+}
+
+#[tokio::test]
+async fn replication_controller_keeps_replicas_and_ttl_after_finished_can_be_disabled() {
+    let (env, _) = env_with(&["node-a"], |c| {
+        c.controllers = vec!["*".into(), "-ttl-after-finished".into()];
+    })
+    .await;
+    let rc = "apiVersion: v1\nkind: ReplicationController\nmetadata:\n  name: legacy\nspec:\n  replicas: 2\n  selector: {app: legacy}\n  template:\n    metadata:\n      labels: {app: legacy}\n    spec:\n      containers:\n      - name: c\n        image: nginx:1.25\n";
+    env.cp.kubectl_in(K, &["apply", "-f", "-"], Some(rc)).await;
+    wait_for("2 ready replicas", 60, || async {
+        let out = env
+            .k(&["get", "rc", "legacy", "-o", "jsonpath={.status.replicas}/{.status.readyReplicas}/{.status.availableReplicas}/{.status.observedGeneration}"])
+            .await;
+        (out == "2/2/2/1").then_some(())
+    })
+    .await;
+    for p in env.pods("default").await {
+        let r = &p.metadata.owner_references.as_ref().expect("owned")[0];
+        assert_eq!(
+            (r.kind.as_str(), r.name.as_str(), r.controller),
+            ("ReplicationController", "legacy", Some(true))
+        );
+    }
+    env.k(&["scale", "rc", "legacy", "--replicas=1"]).await;
+    wait_for("scaled to 1", 60, || async {
+        let out = env
+            .k(&["get", "rc", "legacy", "-o", "jsonpath={.status.replicas}"])
+            .await;
+        let live = env
+            .pods("default")
+            .await
+            .iter()
+            .filter(|p| p.metadata.deletion_timestamp.is_none())
+            .count();
+        (out == "1" && live == 1).then_some(())
+    })
+    .await;
+    wait_for("RC events", 30, || async {
+        let ev = env
+            .k(&[
+                "get",
+                "events",
+                "--field-selector",
+                "involvedObject.name=legacy",
+            ])
+            .await;
+        (ev.contains("SuccessfulCreate") && ev.contains("SuccessfulDelete")).then_some(())
+    })
+    .await;
+
+    // With ttl-after-finished off, a finished Job outlives its TTL.
+    let job = "apiVersion: batch/v1\nkind: Job\nmetadata:\n  name: keep\nspec:\n  ttlSecondsAfterFinished: 1\n  template:\n    spec:\n      restartPolicy: Never\n      containers:\n      - name: c\n        image: busybox\n";
+    env.cp.kubectl_in(K, &["apply", "-f", "-"], Some(job)).await;
+    env.k(&[
+        "wait",
+        "--for=condition=complete",
+        "job/keep",
+        "--timeout=60s",
+    ])
+    .await;
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert!(env.k_ok(&["get", "job", "keep"]).await, "job kept");
+}
+
+#[tokio::test]
+async fn resource_quota_reports_hard_and_used() {
+    let (env, _) = env_with(&["node-a"], |c| {
+        c.resource_quota_sync_period = Duration::from_secs(1);
+    })
+    .await;
+    env.k(&["create", "configmap", "one", "--from-literal=a=b"])
+        .await;
+    let yaml = r#"
+apiVersion: v1
+kind: ResourceQuota
+metadata:
+  name: compute
+spec:
+  hard:
+    pods: "10"
+    requests.cpu: "2"
+    requests.memory: 1Gi
+    limits.memory: 2Gi
+    configmaps: "5"
+    services: "3"
+    services.nodeports: "2"
+    count/deployments.apps: "2"
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: app
+spec:
+  replicas: 2
+  selector:
+    matchLabels: {app: quota}
+  template:
+    metadata:
+      labels: {app: quota}
+    spec:
+      containers:
+      - name: c
+        image: nginx:1.25
+        resources:
+          requests: {cpu: 100m, memory: 64Mi}
+          limits: {memory: 128Mi}
+---
+apiVersion: v1
+kind: Service
+metadata:
+  name: np
+spec:
+  type: NodePort
+  selector: {app: quota}
+  ports:
+  - {port: 80}
+"#;
+    env.cp
+        .kubectl_in(K, &["apply", "-f", "-"], Some(yaml))
+        .await;
+    let used = |expect: &'static str| {
+        let env = &env;
+        async move {
+            let out = env.k(&["get", "quota", "compute", "-o", "json"]).await;
+            let v: serde_json::Value = serde_json::from_str(&out).ok()?;
+            let u = &v["status"]["used"];
+            let got = format!(
+                "pods={} requests.cpu={} requests.memory={} limits.memory={} configmaps={} services={} services.nodeports={} count/deployments.apps={}",
+                u["pods"].as_str()?,
+                u["requests.cpu"].as_str()?,
+                u["requests.memory"].as_str()?,
+                u["limits.memory"].as_str()?,
+                u["configmaps"].as_str()?,
+                u["services"].as_str()?,
+                u["services.nodeports"].as_str()?,
+                u["count/deployments.apps"].as_str()?,
+            );
+            (got == expect && v["status"]["hard"] == v["spec"]["hard"]).then_some(())
+        }
+    };
+    // configmaps: ours and kube-root-ca.crt; services: ours and `kubernetes`.
+    wait_for("usage of 2 pods", 60, || {
+        used("pods=2 requests.cpu=200m requests.memory=128Mi limits.memory=256Mi configmaps=2 services=2 services.nodeports=1 count/deployments.apps=1")
+    })
+    .await;
+    env.k(&["scale", "deployment", "app", "--replicas=3"]).await;
+    env.k(&["create", "configmap", "two", "--from-literal=a=b"])
+        .await;
+    wait_for("usage of 3 pods", 60, || {
+        used("pods=3 requests.cpu=300m requests.memory=192Mi limits.memory=384Mi configmaps=3 services=2 services.nodeports=1 count/deployments.apps=1")
+    })
+    .await;
+    let describe = env.k(&["describe", "quota", "compute"]).await;
+    let line = describe
+        .lines()
+        .find(|l| l.starts_with("requests.cpu"))
+        .unwrap_or_default()
+        .split_whitespace()
+        .collect::<Vec<_>>();
+    assert_eq!(line, ["requests.cpu", "300m", "2"], "{describe}");
+}
+
+#[tokio::test]
+async fn claims_and_volumes_in_use_are_protected_from_deletion() {
+    let (env, _) = env(&["node-a"]).await;
+    let yaml = r#"
+apiVersion: v1
+kind: PersistentVolume
+metadata:
+  name: vol
+spec:
+  capacity: {storage: 1Gi}
+  accessModes: [ReadWriteOnce]
+  hostPath: {path: /tmp/k3rs-e2e-vol}
+---
+apiVersion: v1
+kind: PersistentVolumeClaim
+metadata:
+  name: data
+spec:
+  accessModes: [ReadWriteOnce]
+  resources:
+    requests: {storage: 1Gi}
+---
+apiVersion: v1
+kind: Pod
+metadata:
+  name: user
+spec:
+  containers:
+  - name: c
+    image: nginx:1.25
+  volumes:
+  - name: d
+    persistentVolumeClaim: {claimName: data}
+"#;
+    env.cp
+        .kubectl_in(K, &["apply", "-f", "-"], Some(yaml))
+        .await;
+    for (kind, name, fin) in [
+        ("pvc", "data", "kubernetes.io/pvc-protection"),
+        ("pv", "vol", "kubernetes.io/pv-protection"),
+    ] {
+        wait_for(&format!("{kind} finalizer"), 30, || async {
+            let out = env
+                .k(&["get", kind, name, "-o", "jsonpath={.metadata.finalizers}"])
+                .await;
+            out.contains(fin).then_some(())
+        })
+        .await;
+    }
+    // In use by a running pod: deleting only marks the claim Terminating.
+    env.k(&["delete", "pvc", "data", "--wait=false"]).await;
+    wait_for("pod running", 30, || async {
+        let out = env
+            .k(&["get", "pod", "user", "-o", "jsonpath={.status.phase}"])
+            .await;
+        (out == "Running").then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let out = env.k(&["get", "pvc", "data"]).await;
+    assert!(out.contains("Terminating"), "{out}");
+    // The pod goes, and the claim with it.
+    env.k(&["delete", "pod", "user"]).await;
+    wait_for("claim deleted", 30, || async {
+        (!env.k_ok(&["get", "pvc", "data"]).await).then_some(())
+    })
+    .await;
+    // A bound volume waits for its binding to end.
+    env.k(&[
+        "patch",
+        "pv",
+        "vol",
+        "--subresource=status",
+        "--type=merge",
+        "-p",
+        r#"{"status":{"phase":"Bound"}}"#,
+    ])
+    .await;
+    env.k(&["delete", "pv", "vol", "--wait=false"]).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(env.k_ok(&["get", "pv", "vol"]).await, "bound PV kept");
+    env.k(&[
+        "patch",
+        "pv",
+        "vol",
+        "--subresource=status",
+        "--type=merge",
+        "-p",
+        r#"{"status":{"phase":"Released"}}"#,
+    ])
+    .await;
+    wait_for("volume deleted", 30, || async {
+        (!env.k_ok(&["get", "pv", "vol"]).await).then_some(())
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn pod_disruption_budgets_report_allowed_disruptions() {
+    let (env, _) = env(&["node-a", "node-b"]).await;
+    env.cp
+        .kubectl_in(K, &["apply", "-f", "-"], Some(DEPLOY_YAML))
+        .await;
+    env.k(&["rollout", "status", "deployment/web", "--timeout=90s"])
+        .await;
+    let pdbs = r#"
+apiVersion: policy/v1
+kind: PodDisruptionBudget
+metadata:
+  name: min
+spec:
+  minAvailable: 2
+  selector:
+    matchLabels: {app: web}
+---
+apiVersion: policy/v1
+kind: PodDisruptionBudget
+metadata:
+  name: max
+spec:
+  maxUnavailable: "34%"
+  selector:
+    matchLabels: {app: web}
+"#;
+    env.cp
+        .kubectl_in(K, &["apply", "-f", "-"], Some(pdbs))
+        .await;
+    let status = |name: &'static str, want: &'static str| {
+        let env = &env;
+        async move {
+            let out = env
+                .k(&["get", "pdb", name, "-o", "jsonpath={.status.expectedPods}/{.status.currentHealthy}/{.status.desiredHealthy}/{.status.disruptionsAllowed}/{.status.observedGeneration}/{.status.conditions[?(@.type==\"DisruptionAllowed\")].reason}"])
+                .await;
+            (out == want).then_some(())
+        }
+    };
+    wait_for("minAvailable budget", 60, || {
+        status("min", "3/3/2/1/1/SufficientPods")
+    })
+    .await;
+    // 34% of 3 rounds up to 2 unavailable: 1 must stay healthy.
+    wait_for("maxUnavailable budget", 60, || {
+        status("max", "3/3/1/2/1/SufficientPods")
+    })
+    .await;
+    let table = env.k(&["get", "pdb", "min"]).await;
+    let row: Vec<&str> = table
+        .lines()
+        .nth(1)
+        .unwrap_or_default()
+        .split_whitespace()
+        .take(4)
+        .collect();
+    assert_eq!(row, ["min", "2", "N/A", "1"], "{table}");
+    // One pod turns unready: no disruption left under minAvailable 2.
+    let pod = env.pods("default").await[0].metadata.name.clone().unwrap();
+    env.k(&["annotate", "pod", &pod, "fake-node/ready=false"])
+        .await;
+    wait_for("budget exhausted", 60, || {
+        status("min", "3/2/2/0/1/InsufficientPods")
+    })
+    .await;
+    let out = env
+        .k(&[
+            "get",
+            "pdb",
+            "min",
+            "-o",
+            "jsonpath={.status.conditions[0].status}",
+        ])
+        .await;
+    assert_eq!(out, "False");
 }
