@@ -80,6 +80,7 @@ impl Controller {
         };
         let mut remaining: Vec<String> = Vec::new();
         let mut failures: Vec<String> = Vec::new();
+        let mut apis = Vec::new();
         for group in discovery.groups() {
             for (ar, caps) in group.recommended_resources() {
                 if caps.scope != Scope::Namespaced
@@ -105,19 +106,18 @@ impl Controller {
                         }
                     }
                 }
-                match api.list_metadata(&ListParams::default().limit(1000)).await {
-                    Ok(list) if !list.items.is_empty() => {
-                        remaining.push(format!(
-                            "{}.{} has {} resource instances",
-                            ar.plural,
-                            ar.group,
-                            list.items.len()
-                        ));
-                    }
-                    Ok(_) => {}
-                    Err(kube::Error::Api(s)) if s.code == 404 || s.code == 405 => {}
-                    Err(e) => failures.push(format!("{}: {e}", ar.plural)),
-                }
+                count_remaining(&api, &ar, &mut remaining, &mut failures).await;
+                apis.push((api, ar));
+            }
+        }
+        // An object can be created after its kind was checked above (a
+        // controller replacing a pod before its ReplicaSet is deleted later in
+        // this pass). A second look at every kind, once all were emptied,
+        // closes that window: creates are refused from here on (the namespace
+        // has been Terminating for the whole pass).
+        if remaining.is_empty() && failures.is_empty() {
+            for (api, ar) in &apis {
+                count_remaining(api, ar, &mut remaining, &mut failures).await;
             }
         }
         if !failures.is_empty() {
@@ -223,6 +223,26 @@ impl Controller {
             Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
             Err(e) => Err(e.into()),
         }
+    }
+}
+
+/// Notes in `remaining` how many objects of `ar` are still in the namespace.
+async fn count_remaining(
+    api: &Api<DynamicObject>,
+    ar: &kube::discovery::ApiResource,
+    remaining: &mut Vec<String>,
+    failures: &mut Vec<String>,
+) {
+    match api.list_metadata(&ListParams::default().limit(1000)).await {
+        Ok(list) if !list.items.is_empty() => remaining.push(format!(
+            "{}.{} has {} resource instances",
+            ar.plural,
+            ar.group,
+            list.items.len()
+        )),
+        Ok(_) => {}
+        Err(kube::Error::Api(s)) if s.code == 404 || s.code == 405 => {}
+        Err(e) => failures.push(format!("{}: {e}", ar.plural)),
     }
 }
 
