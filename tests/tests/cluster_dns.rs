@@ -476,3 +476,71 @@ spec:
     cp.shutdown();
     drop(store);
 }
+
+// ---- benchmark (a program run on demand, not a timed test) ----
+
+/// Sequential UDP queries for `name`: (queries/s, p50, p99).
+async fn measure(at: SocketAddr, name: &str, n: usize) -> (f64, Duration, Duration) {
+    let sock = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    sock.connect(at).await.unwrap();
+    let q = query_bytes(name, RecordType::A);
+    let mut buf = vec![0u8; 4096];
+    let mut lat = Vec::with_capacity(n);
+    let start = Instant::now();
+    for _ in 0..n {
+        let t = Instant::now();
+        sock.send(&q).await.unwrap();
+        tokio::time::timeout(Duration::from_secs(2), sock.recv(&mut buf))
+            .await
+            .expect("answer")
+            .unwrap();
+        lat.push(t.elapsed());
+    }
+    let qps = n as f64 / start.elapsed().as_secs_f64();
+    lat.sort();
+    (qps, lat[n / 2], lat[n * 99 / 100])
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "benchmark: cargo test -p k3rs-e2e --test cluster_dns -- --ignored --nocapture"]
+async fn bench_cluster_dns() {
+    let store = TestStore::start(Backend::Sqlite).await.expect("datastore");
+    let cp = ControlPlane::start(store.endpoint())
+        .await
+        .expect("apiserver");
+    let upstream = FakeUpstream::start().await;
+    let settings = dns::Settings {
+        listen: Some("127.0.0.1:0".parse().unwrap()),
+        upstreams: vec![upstream.addr],
+        ..Default::default()
+    };
+    let client = k3rs_node_agent::client_from_kubeconfig(&cp.kubeconfig)
+        .await
+        .unwrap();
+    let server = dns::start(client, &settings, &[], "cluster.local")
+        .await
+        .expect("dns");
+    let at = server.local_addr;
+    const N: usize = 20_000;
+    // Warm up both paths (the forward fills the cache).
+    measure(at, "kubernetes.default.svc.cluster.local.", 200).await;
+    measure(at, "api.example.org.", 200).await;
+    let (svc_qps, svc_p50, svc_p99) = measure(at, "kubernetes.default.svc.cluster.local.", N).await;
+    let (fwd_qps, fwd_p50, fwd_p99) = measure(at, "api.example.org.", N).await;
+    println!("cluster DNS, {N} sequential UDP queries each:");
+    println!("  service name : {svc_qps:>9.0} q/s  p50 {svc_p50:?}  p99 {svc_p99:?}");
+    println!("  cached fwd   : {fwd_qps:>9.0} q/s  p50 {fwd_p50:?}  p99 {fwd_p99:?}");
+    println!(
+        "  ratio service/cached-forward: {:.2}x q/s, p99 {:.2}x",
+        svc_qps / fwd_qps,
+        svc_p99.as_secs_f64() / fwd_p99.as_secs_f64()
+    );
+    println!(
+        "  upstream queries: {}",
+        upstream.queries.load(Ordering::SeqCst)
+    );
+    server.stop().await;
+    upstream.task.abort();
+    cp.shutdown();
+    drop(store);
+}

@@ -105,6 +105,16 @@ impl Cache {
         if self.capacity == 0 {
             return;
         }
+        // Clients must not keep an answer longer than we do.
+        let mut response = response;
+        for r in response
+            .answers
+            .iter_mut()
+            .chain(response.authorities.iter_mut())
+            .chain(response.additionals.iter_mut())
+        {
+            r.ttl = r.ttl.min(ttl);
+        }
         if self.entries.len() >= self.capacity && !self.entries.contains_key(&key) {
             self.entries.retain(|_, e| {
                 now.saturating_duration_since(e.stored).as_secs() < u64::from(e.ttl)
@@ -376,8 +386,9 @@ mod tests {
         let hit = c.get(&key("a"), t0 + Duration::from_secs(4)).unwrap();
         assert_eq!(hit.answers[0].ttl, 6, "TTL counts down");
         assert!(c.get(&key("a"), t0 + Duration::from_secs(10)).is_none());
-        // Long TTLs are capped.
+        // Long TTLs are capped, in the records handed out too.
         c.put(key("b"), answer(3600), t0);
+        assert_eq!(c.get(&key("b"), t0).unwrap().answers[0].ttl, 30);
         assert!(c.get(&key("b"), t0 + Duration::from_secs(31)).is_none());
         // Bounded: a third live entry evicts the one expiring first.
         c.put(key("a"), answer(10), t0);
