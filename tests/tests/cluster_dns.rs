@@ -205,10 +205,18 @@ async fn cluster_dns_answers_from_the_api() {
     // The kube-dns Service K3s users look for, with the address pods use.
     cp.kubectl_in(V, &["apply", "-f", "-"], Some(KUBE_DNS_MANIFEST))
         .await;
-    let kube_dns = jsonpath(&cp, &["svc", "-n", "kube-system", "kube-dns"], "{.spec.clusterIP}").await;
+    let kube_dns = jsonpath(
+        &cp,
+        &["svc", "-n", "kube-system", "kube-dns"],
+        "{.spec.clusterIP}",
+    )
+    .await;
     assert_eq!(kube_dns, "10.43.0.10");
     let found = cp
-        .kubectl(V, &["get", "svc", "-n", "kube-system", "-l", "k8s-app=kube-dns"])
+        .kubectl(
+            V,
+            &["get", "svc", "-n", "kube-system", "-l", "k8s-app=kube-dns"],
+        )
         .await;
     assert!(found.contains("53/UDP,53/TCP,9153/TCP"), "{found}");
 
@@ -222,7 +230,12 @@ async fn cluster_dns_answers_from_the_api() {
     let m = ask_tcp(at, "kubernetes.default.svc.cluster.local.", RecordType::A).await;
     assert_eq!(rdata(&m), [api_ip.clone()]);
     // IPv4-only: AAAA is NODATA (NOERROR, no answers, SOA) not NXDOMAIN.
-    let m = ask(at, "kubernetes.default.svc.cluster.local.", RecordType::AAAA).await;
+    let m = ask(
+        at,
+        "kubernetes.default.svc.cluster.local.",
+        RecordType::AAAA,
+    )
+    .await;
     assert_eq!(m.metadata.response_code, ResponseCode::NoError);
     assert!(m.answers.is_empty());
     assert_eq!(m.authorities[0].record_type(), RecordType::SOA);
@@ -248,12 +261,27 @@ async fn cluster_dns_answers_from_the_api() {
     assert_eq!(rdata(&m), [web_ip.clone()]);
 
     // SRV for named ports, with the target's address as additional data.
-    let m = ask(at, "_http._tcp.web.default.svc.cluster.local.", RecordType::SRV).await;
+    let m = ask(
+        at,
+        "_http._tcp.web.default.svc.cluster.local.",
+        RecordType::SRV,
+    )
+    .await;
     assert_eq!(rdata(&m), ["0 100 80 web.default.svc.cluster.local."]);
     assert_eq!(m.additionals[0].data.to_string(), web_ip);
-    let m = ask(at, "_metrics._udp.web.default.svc.cluster.local.", RecordType::SRV).await;
+    let m = ask(
+        at,
+        "_metrics._udp.web.default.svc.cluster.local.",
+        RecordType::SRV,
+    )
+    .await;
     assert_eq!(rdata(&m), ["0 100 9100 web.default.svc.cluster.local."]);
-    let m = ask(at, "_nope._tcp.web.default.svc.cluster.local.", RecordType::SRV).await;
+    let m = ask(
+        at,
+        "_nope._tcp.web.default.svc.cluster.local.",
+        RecordType::SRV,
+    )
+    .await;
     assert_eq!(m.metadata.response_code, ResponseCode::NXDomain);
 
     // Headless: the ready endpoints, by hostname or dashed address.
@@ -262,8 +290,17 @@ async fn cluster_dns_answers_from_the_api() {
     let m = ask(at, "db-0.db.default.svc.cluster.local.", RecordType::A).await;
     assert_eq!(rdata(&m), ["10.244.85.21"]);
     let m = ask(at, "db-2.db.default.svc.cluster.local.", RecordType::A).await;
-    assert_eq!(m.metadata.response_code, ResponseCode::NXDomain, "not ready");
-    let m = ask(at, "_sql._tcp.db.default.svc.cluster.local.", RecordType::SRV).await;
+    assert_eq!(
+        m.metadata.response_code,
+        ResponseCode::NXDomain,
+        "not ready"
+    );
+    let m = ask(
+        at,
+        "_sql._tcp.db.default.svc.cluster.local.",
+        RecordType::SRV,
+    )
+    .await;
     assert_eq!(
         rdata(&m),
         [
@@ -309,13 +346,20 @@ async fn cluster_dns_answers_from_the_api() {
         assert_eq!(rdata(&m), ["192.0.2.7"]);
         assert!(m.answers[0].ttl <= 30, "capped: {}", m.answers[0].ttl);
     }
-    assert_eq!(upstream.queries.load(Ordering::SeqCst), before + 1, "cached");
+    assert_eq!(
+        upstream.queries.load(Ordering::SeqCst),
+        before + 1,
+        "cached"
+    );
     let m = ask(at, "nowhere.invalid.", RecordType::A).await;
     assert_eq!(m.metadata.response_code, ResponseCode::NXDomain);
 
     // A Service created now resolves within a second; deleted, it is gone.
-    cp.kubectl(V, &["create", "service", "clusterip", "late", "--tcp=8080:8080"])
-        .await;
+    cp.kubectl(
+        V,
+        &["create", "service", "clusterip", "late", "--tcp=8080:8080"],
+    )
+    .await;
     let created = Instant::now();
     let late_ip = jsonpath(&cp, &["svc", "late"], "{.spec.clusterIP}").await;
     loop {
@@ -337,7 +381,10 @@ async fn cluster_dns_answers_from_the_api() {
         if m.metadata.response_code == ResponseCode::NXDomain {
             break;
         }
-        assert!(deleted.elapsed() < Duration::from_secs(2), "late still resolves");
+        assert!(
+            deleted.elapsed() < Duration::from_secs(2),
+            "late still resolves"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 
@@ -354,16 +401,46 @@ const POD_CIDR: &str = "10.244.85.0/24";
 /// Not the default 10.43.0.10: other tests on this host may serve that one.
 const DNS_IP: &str = "10.43.85.10";
 const LINK: &str = "k3rs-dnst85";
+/// This test's own pod bridge. The agent's conflist uses the shared `cni0`,
+/// but the bridge plugin refuses a second IPv4 gateway on one bridge, so
+/// tests of other pod CIDRs running at the same time would break each
+/// other; containerd uses the first conflist by name, so ours wins.
+const BRIDGE: &str = "k3rsdnsbr85";
 
-/// Removes the test's dummy link however the test ends.
+/// Removes the test's links however the test ends.
 struct LinkGuard;
 
 impl Drop for LinkGuard {
     fn drop(&mut self) {
-        let _ = std::process::Command::new("ip")
-            .args(["link", "del", LINK])
-            .status();
+        for l in [LINK, BRIDGE] {
+            let _ = std::process::Command::new("ip")
+                .args(["link", "del", l])
+                .stderr(std::process::Stdio::null())
+                .status();
+        }
     }
+}
+
+/// A bridge network on [`BRIDGE`] for [`POD_CIDR`], without masquerading or
+/// host ports (no iptables rules to leave behind): pods only need the node.
+fn private_conflist(dir: &Path, ipam_dir: &Path) {
+    let conf = serde_json::json!({
+        "cniVersion": "1.0.0",
+        "name": "k3rs-dns-test",
+        "plugins": [{
+            "type": "bridge",
+            "bridge": BRIDGE,
+            "isGateway": true,
+            "ipam": {
+                "type": "host-local",
+                "ranges": [[{"subnet": POD_CIDR}]],
+                "routes": [{"dst": "0.0.0.0/0"}],
+                "dataDir": ipam_dir.display().to_string(),
+            },
+        }],
+    });
+    std::fs::create_dir_all(dir).unwrap();
+    std::fs::write(dir.join("00-k3rs-dns-test.conflist"), conf.to_string()).unwrap();
 }
 
 fn log_file(logs: &Path, name: &str, uid: &str, container: &str) -> PathBuf {
@@ -382,6 +459,7 @@ async fn pod_resolves_the_kubernetes_service() {
     let ctd = Containerd::start().await.expect("containerd");
     let dir = tempfile::tempdir().unwrap();
     let logs = dir.path().join("pods-logs");
+    private_conflist(&ctd.cni_conf_dir, &dir.path().join("ipam"));
     let mut c = k3rs_node_agent::Config::new(cp.kubeconfig.clone(), NODE.into());
     c.container_runtime_endpoint = ctd.endpoint();
     c.root_dir = dir.path().join("agent");
@@ -391,6 +469,9 @@ async fn pod_resolves_the_kubernetes_service() {
     c.healthz_addr = None;
     c.cluster_dns = vec![DNS_IP.parse::<IpAddr>().unwrap()];
     c.dns.link_name = LINK.into();
+    // Names outside the cluster stay on this machine too.
+    let upstream = FakeUpstream::start().await;
+    c.dns.upstreams = vec![upstream.addr];
     let agent = k3rs_node_agent::start(c).await.expect("start agent");
 
     // The agent put the address on its link and answers there.
@@ -413,7 +494,10 @@ async fn pod_resolves_the_kubernetes_service() {
         if answered.is_some_and(|m| rdata(&m) == [api_ip.clone()]) {
             break;
         }
-        assert!(Instant::now() < deadline, "cluster DNS never answered on {at}");
+        assert!(
+            Instant::now() < deadline,
+            "cluster DNS never answered on {at}"
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     let addrs = std::process::Command::new("ip")
@@ -426,7 +510,8 @@ async fn pod_resolves_the_kubernetes_service() {
     );
 
     // What the controller manager would publish; the pod's token volume needs both.
-    cp.kubectl(V, &["create", "serviceaccount", "default"]).await;
+    cp.kubectl(V, &["create", "serviceaccount", "default"])
+        .await;
     let ca = format!("--from-file=ca.crt={}", cp.api.ca_file.display());
     cp.kubectl(V, &["create", "configmap", "kube-root-ca.crt", &ca])
         .await;
@@ -441,7 +526,7 @@ spec:
   containers:
   - name: main
     image: {BUSYBOX_IMAGE}
-    command: ["sh", "-c", "cat /etc/resolv.conf; nslookup kubernetes.default; echo rc=$?"]
+    command: ["sh", "-c", "cat /etc/resolv.conf; nslookup kubernetes.default.svc.cluster.local; echo fqdn-rc=$?; nslookup kubernetes; echo search-rc=$?; ping -I lo -c1 -W1 kubernetes.default; echo ping-rc=$?"]
 "#
     );
     cp.kubectl_in(V, &["apply", "-f", "-"], Some(&pod)).await;
@@ -460,18 +545,41 @@ spec:
     let uid = jsonpath(&cp, &["pod", "lookup"], "{.metadata.uid}").await;
     let text = std::fs::read_to_string(log_file(&logs, "lookup", &uid, "main")).unwrap();
     assert!(text.contains(&format!("nameserver {DNS_IP}")), "{text}");
+    // nslookup of the full name.
+    let (fqdn, rest) = text
+        .split_once("fqdn-rc=")
+        .unwrap_or_else(|| panic!("{text}"));
+    assert!(rest.starts_with('0'), "{text}");
     assert!(
-        text.contains("Name:\tkubernetes.default.svc.cluster.local")
-            || text.contains("Name: kubernetes.default.svc.cluster.local")
-            || text.contains("kubernetes.default.svc.cluster.local"),
+        fqdn.contains("Name:\tkubernetes.default.svc.cluster.local"),
         "{text}"
     );
-    assert!(text.contains(&format!("Address: {api_ip}")), "{text}");
-    assert!(text.contains("rc=0"), "{text}");
+    assert!(fqdn.contains(&format!("Address: {api_ip}")), "{text}");
+    // nslookup walks the search path itself (it reports the other
+    // expansions' NXDOMAIN too, so its exit code says nothing).
+    let (search, rest) = rest
+        .split_once("search-rc=")
+        .unwrap_or_else(|| panic!("{text}"));
+    assert!(
+        search.contains("Name:\tkubernetes.default.svc.cluster.local"),
+        "{text}"
+    );
+    assert!(search.contains(&format!("Address: {api_ip}")), "{text}");
+    // The libc resolver (ndots:5 + search list) turns `kubernetes.default`
+    // into the Service address. The ping is pinned to the pod's loopback so
+    // no packet leaves the pod (there is no service proxy in this test).
+    assert!(
+        rest.contains(&format!("PING kubernetes.default ({api_ip})")),
+        "{text}"
+    );
 
-    cp.kubectl(V, &["delete", "pod", "lookup", "--wait=true", "--timeout=60s"])
-        .await;
+    cp.kubectl(
+        V,
+        &["delete", "pod", "lookup", "--wait=true", "--timeout=60s"],
+    )
+    .await;
     agent.stop().await;
+    upstream.task.abort();
     drop(ctd);
     cp.shutdown();
     drop(store);

@@ -39,7 +39,10 @@ pub fn upstreams_from_resolv_conf(text: &str, own: &[IpAddr]) -> Vec<SocketAddr>
         .collect();
     let real: Vec<IpAddr> = all.iter().copied().filter(|ip| !ip.is_loopback()).collect();
     let chosen = if real.is_empty() { all } else { real };
-    chosen.into_iter().map(|ip| SocketAddr::new(ip, 53)).collect()
+    chosen
+        .into_iter()
+        .map(|ip| SocketAddr::new(ip, 53))
+        .collect()
 }
 
 /// Reads `path`; when it only names loopback stubs, systemd-resolved's list
@@ -81,7 +84,8 @@ struct Cache {
 impl Cache {
     fn get(&mut self, key: &CacheKey, now: Instant) -> Option<Message> {
         let e = self.entries.get(key)?;
-        let age = u32::try_from(now.saturating_duration_since(e.stored).as_secs()).unwrap_or(u32::MAX);
+        let age =
+            u32::try_from(now.saturating_duration_since(e.stored).as_secs()).unwrap_or(u32::MAX);
         if age >= e.ttl {
             self.entries.remove(key);
             return None;

@@ -1,4 +1,5 @@
-//! Makes the cluster DNS address local on the node: a `dummy` link holding
+//! Makes the cluster DNS address local on the node: a `dummy` link (or a
+//! port-less bridge where the kernel has no dummy driver) holding
 //! it as a host address (/32 or /128), as kube-proxy's IPVS mode does for
 //! service addresses. Idempotent, and left in place on restart so pods keep
 //! resolving while the agent is down for an upgrade.
@@ -40,12 +41,7 @@ async fn ip(args: &[&str]) -> Result<String, LinkError> {
 /// Creates the dummy link `name` if missing, puts `addr` on it and sets it up.
 pub async fn ensure(name: &str, addr: IpAddr) -> Result<(), LinkError> {
     if ip(&["link", "show", "dev", name]).await.is_err() {
-        match ip(&["link", "add", name, "type", "dummy"]).await {
-            Ok(_) => tracing::info!(link = name, "created the cluster DNS link"),
-            // Another agent (or an earlier run) won the race.
-            Err(LinkError::Failed { stderr, .. }) if stderr.contains("exists") => {}
-            Err(e) => return Err(e),
-        }
+        create(name).await?;
     }
     let cidr = match addr {
         IpAddr::V4(_) => format!("{addr}/32"),
@@ -59,6 +55,27 @@ pub async fn ensure(name: &str, addr: IpAddr) -> Result<(), LinkError> {
     }
     ip(&args).await?;
     ip(&["link", "set", name, "up"]).await?;
+    Ok(())
+}
+
+async fn create(name: &str) -> Result<(), LinkError> {
+    // Kernels built without the dummy driver (some containers and minimal
+    // images) still have bridges; a bridge without ports works the same here.
+    for kind in ["dummy", "bridge"] {
+        match ip(&["link", "add", name, "type", kind]).await {
+            Ok(_) => {
+                tracing::info!(link = name, kind, "created the cluster DNS link");
+                return Ok(());
+            }
+            // Another agent (or an earlier run) won the race.
+            Err(LinkError::Failed { stderr, .. }) if stderr.contains("exists") => return Ok(()),
+            Err(LinkError::Failed { stderr, .. })
+                if kind == "dummy"
+                    && (stderr.contains("Unknown device type")
+                        || stderr.contains("not supported")) => {}
+            Err(e) => return Err(e),
+        }
+    }
     Ok(())
 }
 

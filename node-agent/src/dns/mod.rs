@@ -112,7 +112,9 @@ pub async fn start(
     let (udp, tcp) = server::bind(addr)
         .await
         .map_err(|source| Error::Bind { addr, source })?;
-    let local_addr = udp.local_addr().map_err(|source| Error::Bind { addr, source })?;
+    let local_addr = udp
+        .local_addr()
+        .map_err(|source| Error::Bind { addr, source })?;
     let upstreams = if settings.upstreams.is_empty() {
         let mut own = cluster_dns.to_vec();
         own.push(local_addr.ip());
@@ -154,7 +156,8 @@ pub async fn run_retrying(
     cluster_dns: Vec<IpAddr>,
     domain: String,
 ) {
-    let mut backoff = k3rs_common::Backoff::new(Duration::from_millis(500), Duration::from_secs(30));
+    let mut backoff =
+        k3rs_common::Backoff::new(Duration::from_millis(500), Duration::from_secs(30));
     loop {
         match start(client.clone(), &settings, &cluster_dns, &domain).await {
             Ok(handle) => {
@@ -232,7 +235,11 @@ enum Change<'a, K> {
     Replace(&'a [K]),
 }
 
-async fn watch_services(client: kube::Client, zone: Arc<RwLock<Zone>>, synced: watch::Sender<bool>) {
+async fn watch_services(
+    client: kube::Client,
+    zone: Arc<RwLock<Zone>>,
+    synced: watch::Sender<bool>,
+) {
     let api: Api<Service> = Api::all(client);
     let stream = watcher(api, watcher::Config::default()).default_backoff();
     apply_events(

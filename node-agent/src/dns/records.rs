@@ -82,11 +82,7 @@ impl ServiceEntry {
                 .filter_map(|p| {
                     Some(PortEntry {
                         name: p.name.clone().unwrap_or_default().to_ascii_lowercase(),
-                        protocol: p
-                            .protocol
-                            .as_deref()
-                            .unwrap_or("TCP")
-                            .to_ascii_lowercase(),
+                        protocol: p.protocol.as_deref().unwrap_or("TCP").to_ascii_lowercase(),
                         port: u16::try_from(p.port).ok()?,
                     })
                 })
@@ -116,11 +112,7 @@ impl SliceEntry {
                 .filter_map(|p| {
                     Some(PortEntry {
                         name: p.name.clone().unwrap_or_default().to_ascii_lowercase(),
-                        protocol: p
-                            .protocol
-                            .as_deref()
-                            .unwrap_or("TCP")
-                            .to_ascii_lowercase(),
+                        protocol: p.protocol.as_deref().unwrap_or("TCP").to_ascii_lowercase(),
                         port: u16::try_from(p.port?).ok()?,
                     })
                 })
@@ -707,7 +699,11 @@ mod tests {
         assert_eq!(data(&l), ["10.43.0.1"]);
         // IPv4-only service: AAAA is NODATA, not NXDOMAIN.
         assert!(matches!(
-            q(&z, "kubernetes.default.svc.cluster.local.", RecordType::AAAA),
+            q(
+                &z,
+                "kubernetes.default.svc.cluster.local.",
+                RecordType::AAAA
+            ),
             Lookup::NoData(_)
         ));
     }
@@ -740,7 +736,10 @@ mod tests {
             );
         }
         let soa = q(&z, "cluster.local.", RecordType::SOA);
-        assert!(data(&soa)[0].starts_with("ns.dns.cluster.local."), "{soa:?}");
+        assert!(
+            data(&soa)[0].starts_with("ns.dns.cluster.local."),
+            "{soa:?}"
+        );
         assert_eq!(
             q(&z, "example.com.", RecordType::A),
             Lookup::NotOurs,
@@ -785,7 +784,10 @@ mod tests {
             "_https._tcp.kubernetes.default.svc.cluster.local.",
             RecordType::SRV,
         );
-        assert_eq!(data(&l), ["0 100 443 kubernetes.default.svc.cluster.local."]);
+        assert_eq!(
+            data(&l),
+            ["0 100 443 kubernetes.default.svc.cluster.local."]
+        );
         let Lookup::Answer { additionals, .. } = &l else {
             unreachable!()
         };

@@ -336,7 +336,13 @@ mod tests {
     #[tokio::test]
     async fn wire_answers() {
         let r = resolver();
-        let m = ask(&r, "kubernetes.default.svc.cluster.local.", RecordType::A, false).await;
+        let m = ask(
+            &r,
+            "kubernetes.default.svc.cluster.local.",
+            RecordType::A,
+            false,
+        )
+        .await;
         assert_eq!(m.metadata.id, 4242);
         assert!(m.metadata.authoritative && m.metadata.recursion_available);
         assert_eq!(m.metadata.response_code, ResponseCode::NoError);
@@ -349,7 +355,13 @@ mod tests {
         assert!(m.answers.is_empty());
         assert_eq!(m.authorities[0].record_type(), RecordType::SOA);
 
-        let m = ask(&r, "kubernetes.default.svc.cluster.local.", RecordType::AAAA, true).await;
+        let m = ask(
+            &r,
+            "kubernetes.default.svc.cluster.local.",
+            RecordType::AAAA,
+            true,
+        )
+        .await;
         assert_eq!(m.metadata.response_code, ResponseCode::NoError);
         assert!(m.answers.is_empty() && m.edns.is_some());
 
@@ -372,7 +384,10 @@ mod tests {
         assert!(!m.metadata.truncation);
         assert_eq!(m.answers.len(), 60);
         let full = r
-            .handle(&query("big.default.svc.cluster.local.", RecordType::A, false), false)
+            .handle(
+                &query("big.default.svc.cluster.local.", RecordType::A, false),
+                false,
+            )
             .await
             .unwrap();
         assert_eq!(Message::from_vec(&full).unwrap().answers.len(), 60);
