@@ -223,12 +223,12 @@ async fn cluster_dns_answers_from_the_api() {
     let api_ip = jsonpath(&cp, &["svc", "kubernetes"], "{.spec.clusterIP}").await;
     assert!(!api_ip.is_empty());
     let m = ask(at, "kubernetes.default.svc.cluster.local.", RecordType::A).await;
-    assert_eq!(rdata(&m), [api_ip.clone()]);
+    assert_eq!(rdata(&m), [api_ip.as_str()]);
     assert!(m.metadata.authoritative);
     assert_eq!(m.answers[0].ttl, 5);
     // The same over TCP.
     let m = ask_tcp(at, "kubernetes.default.svc.cluster.local.", RecordType::A).await;
-    assert_eq!(rdata(&m), [api_ip.clone()]);
+    assert_eq!(rdata(&m), [api_ip.as_str()]);
     // IPv4-only: AAAA is NODATA (NOERROR, no answers, SOA) not NXDOMAIN.
     let m = ask(
         at,
@@ -258,7 +258,7 @@ async fn cluster_dns_answers_from_the_api() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let m = ask(at, "web.default.svc.cluster.local.", RecordType::A).await;
-    assert_eq!(rdata(&m), [web_ip.clone()]);
+    assert_eq!(rdata(&m), [web_ip.as_str()]);
 
     // SRV for named ports, with the target's address as additional data.
     let m = ask(
@@ -364,7 +364,7 @@ async fn cluster_dns_answers_from_the_api() {
     let late_ip = jsonpath(&cp, &["svc", "late"], "{.spec.clusterIP}").await;
     loop {
         let m = ask(at, "late.default.svc.cluster.local.", RecordType::A).await;
-        if rdata(&m) == [late_ip.clone()] {
+        if rdata(&m) == [late_ip.as_str()] {
             break;
         }
         assert!(
@@ -491,7 +491,7 @@ async fn pod_resolves_the_kubernetes_service() {
             Message::from_vec(&buf[..n]).ok()
         }
         .await;
-        if answered.is_some_and(|m| rdata(&m) == [api_ip.clone()]) {
+        if answered.is_some_and(|m| rdata(&m) == [api_ip.as_str()]) {
             break;
         }
         assert!(
