@@ -1,6 +1,7 @@
 //! k3rs-node-agent: the kubelet of k3rs. Registers this machine as a Node,
 //! keeps its Lease fresh, writes the CNI config containerd reads, and runs
-//! the pods bound to this node on containerd over CRI v1.
+//! the pods bound to this node on containerd over CRI v1. It also serves
+//! cluster DNS node-locally at the `--cluster-dns` address ([`dns`]).
 //!
 //! [`run`] is what the binary calls; [`start`] runs the same in the
 //! background and returns a [`Handle`] (tests use it).
