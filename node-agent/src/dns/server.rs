@@ -20,6 +20,9 @@ const PLAIN_UDP_LIMIT: usize = 512;
 const EDNS_PAYLOAD: u16 = 1232;
 /// CNAME hops followed inside the zone before giving up.
 const MAX_CHASE: usize = 8;
+/// UDP queries answered at once; more are dropped (clients retry), so a
+/// flood or a dead upstream cannot grow memory without bound.
+const MAX_IN_FLIGHT: usize = 1024;
 /// An idle TCP client is dropped after this.
 const TCP_IDLE: Duration = Duration::from_secs(10);
 
@@ -191,6 +194,7 @@ pub async fn serve(udp: UdpSocket, tcp: TcpListener, resolver: Arc<Resolver>) {
     let tcp_task = tokio::spawn(serve_tcp(tcp, resolver.clone()));
     // Abort the TCP side when this future is dropped.
     let _guard = AbortOnDrop(tcp_task.abort_handle());
+    let in_flight = Arc::new(tokio::sync::Semaphore::new(MAX_IN_FLIGHT));
     let mut buf = vec![0u8; 4096];
     loop {
         let (n, peer) = match udp.recv_from(&mut buf).await {
@@ -201,10 +205,15 @@ pub async fn serve(udp: UdpSocket, tcp: TcpListener, resolver: Arc<Resolver>) {
                 continue;
             }
         };
+        let Ok(permit) = in_flight.clone().try_acquire_owned() else {
+            tracing::debug!(%peer, "DNS overloaded; dropping a query");
+            continue;
+        };
         let bytes = buf[..n].to_vec();
         let udp = udp.clone();
         let resolver = resolver.clone();
         tokio::spawn(async move {
+            let _permit = permit;
             if let Some(out) = resolver.handle(&bytes, true).await
                 && let Err(e) = udp.send_to(&out, peer).await
             {
