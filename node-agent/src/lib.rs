@@ -1,12 +1,14 @@
 //! k3rs-node-agent: the kubelet of k3rs. Registers this machine as a Node,
 //! keeps its Lease fresh, writes the CNI config containerd reads, and runs
-//! the pods bound to this node on containerd over CRI v1.
+//! the pods bound to this node on containerd over CRI v1. It also serves
+//! cluster DNS node-locally at the `--cluster-dns` address ([`dns`]).
 //!
 //! [`run`] is what the binary calls; [`start`] runs the same in the
 //! background and returns a [`Handle`] (tests use it).
 
 pub mod cni;
 pub mod cri;
+pub mod dns;
 pub mod env;
 pub mod node;
 pub mod pod_status;
@@ -82,6 +84,8 @@ pub struct Config {
     pub port: u16,
     /// `None` runs without a health endpoint.
     pub healthz_addr: Option<SocketAddr>,
+    /// The node-local cluster DNS server.
+    pub dns: dns::Settings,
 }
 
 impl Config {
@@ -101,6 +105,7 @@ impl Config {
             node_ip: None,
             port: 10250,
             healthz_addr: Some(SocketAddr::from(([127, 0, 0, 1], 10248))),
+            dns: dns::Settings::default(),
         }
     }
 }
@@ -179,8 +184,20 @@ pub async fn start(config: Config) -> Result<Handle, Error> {
         None => None,
     };
     let health_addr = health.as_ref().map(|h| h.local_addr);
+    // Cluster DNS does not wait for the runtime or the node registration:
+    // host-network pods and the node itself may resolve through it.
+    let dns = config.dns.enabled.then(|| {
+        tokio::spawn(dns::run_retrying(
+            client.clone(),
+            config.dns.clone(),
+            config.cluster_dns.clone(),
+            config.cluster_domain.clone(),
+        ))
+        .abort_handle()
+    });
     let task = tokio::spawn(async move {
         let _health = health;
+        let _dns = dns.map(dns::AbortOnDrop);
         agent(config, client, rt, ready).await
     });
     Ok(Handle { task, health_addr })
@@ -290,7 +307,7 @@ async fn agent<R: Runtime>(
             cluster_dns: config.cluster_dns.iter().map(|i| i.to_string()).collect(),
             cluster_domain: config.cluster_domain.clone(),
             pod_logs_dir: config.pod_logs_dir.clone(),
-            host_resolv_conf: "/etc/resolv.conf".into(),
+            host_resolv_conf: config.dns.resolv_conf.clone(),
         },
         host_ip: node_ip.to_string(),
         recorder: Recorder::new(

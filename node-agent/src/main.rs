@@ -63,6 +63,21 @@ struct Flags {
     /// Port of the health endpoint on 127.0.0.1; 0 disables it.
     #[arg(long, env = "K3RS_HEALTHZ_PORT", default_value_t = 10248)]
     healthz_port: u16,
+    /// Do not serve cluster DNS on this node (pods still point at --cluster-dns).
+    #[arg(long, env = "K3RS_DISABLE_CLUSTER_DNS")]
+    disable_cluster_dns: bool,
+    /// Where cluster DNS listens, UDP and TCP (default: the first
+    /// --cluster-dns address, port 53, put on the dummy link k3rs-dns0).
+    #[arg(long, env = "K3RS_CLUSTER_DNS_LISTEN")]
+    cluster_dns_listen: Option<SocketAddr>,
+    /// The host's resolver config: upstreams for non-cluster names and the
+    /// base of pods with dnsPolicy Default.
+    #[arg(long, env = "K3RS_RESOLV_CONF", default_value = "/etc/resolv.conf")]
+    resolv_conf: PathBuf,
+    /// Upstream DNS servers (ip:port, comma separated) instead of the
+    /// nameservers of --resolv-conf.
+    #[arg(long, env = "K3RS_CLUSTER_DNS_UPSTREAM", value_delimiter = ',')]
+    cluster_dns_upstream: Vec<SocketAddr>,
     #[arg(long, env = "K3RS_LOG_FORMAT", default_value = "text")]
     log_format: LogFormat,
     /// More logging (-v debug, -vv trace).
@@ -90,6 +105,10 @@ fn main() -> ExitCode {
     config.cni_bin_dir = flags.cni_bin_dir;
     config.node_ip = flags.node_ip;
     config.port = flags.port;
+    config.dns.enabled = !flags.disable_cluster_dns;
+    config.dns.listen = flags.cluster_dns_listen;
+    config.dns.resolv_conf = flags.resolv_conf;
+    config.dns.upstreams = flags.cluster_dns_upstream;
     let _ = flags.bind_address;
     config.healthz_addr =
         (flags.healthz_port != 0).then(|| SocketAddr::from(([127, 0, 0, 1], flags.healthz_port)));

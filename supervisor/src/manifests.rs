@@ -77,6 +77,33 @@ pub struct ManifestFile {
     pub name: String,
 }
 
+/// Manifests k3rs ships, by `--disable` name. Like K3s's bundled ones they
+/// are (re)written into the manifests directory at start, and removed from
+/// it when disabled, which then deletes what they deployed.
+pub const BUNDLED: &[(&str, &str)] = &[("coredns", include_str!("../manifests/coredns.yaml"))];
+
+/// Writes the bundled manifests into `dir` (only when changed, so the
+/// applier does not see a new file every start) and drops disabled ones.
+pub fn write_bundled(dir: &Path, disabled: &[String]) -> Result<(), ManifestError> {
+    for (name, text) in BUNDLED {
+        let path = dir.join(format!("{name}.yaml"));
+        let io = |source| ManifestError::Io {
+            path: path.clone(),
+            source,
+        };
+        if disabled.iter().any(|d| d == name) {
+            match std::fs::remove_file(&path) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(io(e)),
+                _ => continue,
+            }
+        }
+        if std::fs::read(&path).ok().as_deref() != Some(text.as_bytes()) {
+            std::fs::write(&path, text).map_err(io)?;
+        }
+    }
+    Ok(())
+}
+
 /// The manifest files of `dir` in name order (missing dir: none).
 pub fn scan(dir: &Path) -> Vec<ManifestFile> {
     let Ok(entries) = std::fs::read_dir(dir) else {
@@ -174,6 +201,9 @@ impl Deployer {
     /// Applies at start and then every `interval` for changed files, until
     /// the task is dropped. Failures are logged and retried next round.
     pub async fn run(self, interval: Duration) {
+        if let Err(e) = write_bundled(&self.dir, &self.disabled) {
+            tracing::warn!(error = %e, "manifests: cannot write the bundled manifests");
+        }
         loop {
             if let Err(e) = self.sync().await {
                 tracing::warn!(error = %e, "manifests: cannot sync; retrying");
@@ -535,6 +565,23 @@ mod tests {
             ]
         );
         assert!(scan(&dir.path().join("missing")).is_empty());
+    }
+
+    #[test]
+    fn bundled_manifests_are_written_and_disabled() {
+        let dir = tempfile::tempdir().unwrap();
+        write_bundled(dir.path(), &[]).unwrap();
+        let text = std::fs::read_to_string(dir.path().join("coredns.yaml")).unwrap();
+        let objs = parse(&text).unwrap();
+        assert_eq!(objs[0]["metadata"]["name"], "kube-dns");
+        assert_eq!(objs[0]["spec"]["clusterIP"], "10.43.0.10");
+        assert_eq!(objs[0]["metadata"]["labels"]["k8s-app"], "kube-dns");
+        let names: Vec<_> = scan(dir.path()).into_iter().map(|f| f.name).collect();
+        assert_eq!(names, ["coredns"]);
+        write_bundled(dir.path(), &["coredns".into()]).unwrap();
+        assert!(scan(dir.path()).is_empty());
+        // Disabling twice (nothing left to remove) is fine.
+        write_bundled(dir.path(), &["coredns".into()]).unwrap();
     }
 
     #[test]

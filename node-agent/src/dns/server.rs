@@ -1,0 +1,416 @@
+//! The DNS listener: UDP and TCP on one address, each query answered from
+//! the cluster zone or forwarded upstream.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use hickory_proto::op::{Edns, Message, MessageType, OpCode, ResponseCode};
+use hickory_proto::rr::{RData, Record, RecordType};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream, UdpSocket};
+
+use super::AbortOnDrop;
+use super::forward::Forwarder;
+use super::records::{Lookup, Zone};
+
+/// Classic DNS over UDP without EDNS.
+const PLAIN_UDP_LIMIT: usize = 512;
+/// What we advertise and honour at most (the DNS flag day's safe size).
+const EDNS_PAYLOAD: u16 = 1232;
+/// CNAME hops followed inside the zone before giving up.
+const MAX_CHASE: usize = 8;
+/// UDP queries answered at once; more are dropped (clients retry), so a
+/// flood or a dead upstream cannot grow memory without bound.
+const MAX_IN_FLIGHT: usize = 1024;
+/// An idle TCP client is dropped after this.
+const TCP_IDLE: Duration = Duration::from_secs(10);
+
+/// Answers DNS messages.
+pub struct Resolver {
+    pub zone: Arc<RwLock<Zone>>,
+    pub forwarder: Forwarder,
+}
+
+impl Resolver {
+    /// The response to the wire message `bytes`; `udp` limits its size
+    /// (truncated with TC set when too large). `None`: not worth an answer.
+    pub async fn handle(&self, bytes: &[u8], udp: bool) -> Option<Vec<u8>> {
+        let request = match Message::from_vec(bytes) {
+            Ok(m) => m,
+            Err(_) => {
+                // Answer FORMERR when at least the id is readable.
+                let id = u16::from_be_bytes([*bytes.first()?, *bytes.get(1)?]);
+                if bytes.len() < 12 {
+                    return None;
+                }
+                let m = Message::error_msg(id, OpCode::Query, ResponseCode::FormErr);
+                return m.to_vec().ok();
+            }
+        };
+        if request.metadata.message_type != MessageType::Query {
+            return None;
+        }
+        let mut response = self.respond(&request).await;
+        response.metadata.recursion_desired = request.metadata.recursion_desired;
+        response.metadata.recursion_available = true;
+        response.metadata.checking_disabled = request.metadata.checking_disabled;
+        response.edns = request.edns.as_ref().map(|_| {
+            let mut e = Edns::new();
+            e.set_max_payload(EDNS_PAYLOAD);
+            e
+        });
+        let limit = match &request.edns {
+            Some(e) => usize::from(e.max_payload().clamp(512, EDNS_PAYLOAD)),
+            None => PLAIN_UDP_LIMIT,
+        };
+        let out = response.to_vec().ok()?;
+        if udp && out.len() > limit {
+            let mut t = response.truncate();
+            t.metadata.id = request.metadata.id;
+            return t.to_vec().ok();
+        }
+        Some(out)
+    }
+
+    async fn respond(&self, request: &Message) -> Message {
+        let id = request.metadata.id;
+        if request.metadata.op_code != OpCode::Query {
+            return with_queries(
+                Message::error_msg(id, request.metadata.op_code, ResponseCode::NotImp),
+                request,
+            );
+        }
+        let [query] = request.queries.as_slice() else {
+            return with_queries(
+                Message::error_msg(id, OpCode::Query, ResponseCode::FormErr),
+                request,
+            );
+        };
+        let qtype = query.query_type();
+        let lookup = self.lookup(query.name(), qtype);
+        let mut m = with_queries(Message::response(id, OpCode::Query), request);
+        match lookup {
+            Lookup::NotOurs => {
+                return match self.forwarder.resolve(request).await {
+                    Ok(m) => m,
+                    Err(e) => {
+                        tracing::debug!(name = %query.name(), error = %e, "no upstream answer");
+                        with_queries(
+                            Message::error_msg(id, OpCode::Query, ResponseCode::ServFail),
+                            request,
+                        )
+                    }
+                };
+            }
+            Lookup::NxDomain(soa) => {
+                m.metadata.authoritative = true;
+                m.metadata.response_code = ResponseCode::NXDomain;
+                m.add_authority(soa);
+            }
+            Lookup::NoData(soa) => {
+                m.metadata.authoritative = true;
+                m.add_authority(soa);
+            }
+            Lookup::Answer {
+                answers,
+                additionals,
+            } => {
+                m.metadata.authoritative = true;
+                m.add_answers(answers);
+                m.add_additionals(additionals);
+                if qtype != RecordType::CNAME {
+                    self.chase(&mut m, qtype).await;
+                }
+            }
+        }
+        m
+    }
+
+    fn lookup(&self, name: &hickory_proto::rr::Name, qtype: RecordType) -> Lookup {
+        self.zone
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .lookup(name, qtype)
+    }
+
+    /// Follows a trailing CNAME (ExternalName services): inside the zone
+    /// from the zone, outside it through the forwarder, so clients get the
+    /// addresses in one round trip as from CoreDNS.
+    async fn chase(&self, m: &mut Message, qtype: RecordType) {
+        for _ in 0..MAX_CHASE {
+            let Some(target) = last_cname(&m.answers) else {
+                return;
+            };
+            match self.lookup(&target, qtype) {
+                Lookup::Answer { answers, .. } => {
+                    m.add_answers(answers);
+                }
+                Lookup::NotOurs => {
+                    if let Ok(up) = self.forwarder.lookup(target, qtype).await {
+                        m.add_answers(up.answers);
+                    }
+                    return;
+                }
+                Lookup::NxDomain(_) | Lookup::NoData(_) => return,
+            }
+        }
+    }
+}
+
+fn last_cname(answers: &[Record]) -> Option<hickory_proto::rr::Name> {
+    match answers.last().map(|r| &r.data) {
+        Some(RData::CNAME(c)) => Some(c.0.clone()),
+        _ => None,
+    }
+}
+
+fn with_queries(mut m: Message, request: &Message) -> Message {
+    m.queries = request.queries.clone();
+    m
+}
+
+/// Binds UDP and TCP on `addr`; with port 0, both on the same free port.
+pub async fn bind(addr: SocketAddr) -> std::io::Result<(UdpSocket, TcpListener)> {
+    if addr.port() != 0 {
+        let udp = UdpSocket::bind(addr).await?;
+        let tcp = TcpListener::bind(addr).await?;
+        return Ok((udp, tcp));
+    }
+    let mut last = None;
+    for _ in 0..16 {
+        let udp = UdpSocket::bind(addr).await?;
+        match TcpListener::bind(udp.local_addr()?).await {
+            Ok(tcp) => return Ok((udp, tcp)),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| std::io::Error::other("no free port")))
+}
+
+/// Serves until the task is dropped.
+pub async fn serve(udp: UdpSocket, tcp: TcpListener, resolver: Arc<Resolver>) {
+    let udp = Arc::new(udp);
+    let tcp_task = tokio::spawn(serve_tcp(tcp, resolver.clone()));
+    // Abort the TCP side when this future is dropped.
+    let _guard = AbortOnDrop(tcp_task.abort_handle());
+    let in_flight = Arc::new(tokio::sync::Semaphore::new(MAX_IN_FLIGHT));
+    let mut buf = vec![0u8; 4096];
+    loop {
+        let (n, peer) = match udp.recv_from(&mut buf).await {
+            Ok(r) => r,
+            Err(e) => {
+                // ICMP errors from earlier replies surface here; keep serving.
+                tracing::debug!(error = %e, "DNS UDP receive");
+                continue;
+            }
+        };
+        let Ok(permit) = in_flight.clone().try_acquire_owned() else {
+            tracing::debug!(%peer, "DNS overloaded; dropping a query");
+            continue;
+        };
+        let bytes = buf[..n].to_vec();
+        let udp = udp.clone();
+        let resolver = resolver.clone();
+        tokio::spawn(async move {
+            let _permit = permit;
+            if let Some(out) = resolver.handle(&bytes, true).await
+                && let Err(e) = udp.send_to(&out, peer).await
+            {
+                tracing::debug!(%peer, error = %e, "DNS UDP reply");
+            }
+        });
+    }
+}
+
+async fn serve_tcp(tcp: TcpListener, resolver: Arc<Resolver>) {
+    let mut conns = tokio::task::JoinSet::new();
+    loop {
+        let (stream, peer) = match tcp.accept().await {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::debug!(error = %e, "DNS TCP accept");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        while conns.try_join_next().is_some() {}
+        let resolver = resolver.clone();
+        conns.spawn(async move {
+            if let Err(e) = serve_conn(stream, &resolver).await {
+                tracing::debug!(%peer, error = %e, "DNS TCP connection");
+            }
+        });
+    }
+}
+
+async fn serve_conn(mut s: TcpStream, resolver: &Resolver) -> std::io::Result<()> {
+    loop {
+        let mut len = [0u8; 2];
+        match tokio::time::timeout(TCP_IDLE, s.read_exact(&mut len)).await {
+            Ok(Ok(_)) => {}
+            // Idle, closed or broken: done with this client.
+            _ => return Ok(()),
+        }
+        let mut buf = vec![0u8; usize::from(u16::from_be_bytes(len))];
+        tokio::time::timeout(TCP_IDLE, s.read_exact(&mut buf))
+            .await
+            .map_err(|_| std::io::Error::from(std::io::ErrorKind::TimedOut))??;
+        let Some(out) = resolver.handle(&buf, false).await else {
+            continue;
+        };
+        let Ok(n) = u16::try_from(out.len()) else {
+            continue;
+        };
+        let mut framed = n.to_be_bytes().to_vec();
+        framed.extend_from_slice(&out);
+        s.write_all(&framed).await?;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dns::records::{PortEntry, ServiceEntry};
+    use hickory_proto::op::Query;
+    use hickory_proto::rr::Name;
+
+    fn resolver() -> Resolver {
+        let mut z = Zone::new("cluster.local");
+        z.services.insert(
+            ("default".into(), "kubernetes".into()),
+            ServiceEntry {
+                cluster_ips: vec!["10.43.0.1".parse().unwrap()],
+                ports: vec![PortEntry {
+                    name: "https".into(),
+                    protocol: "tcp".into(),
+                    port: 443,
+                }],
+                ..Default::default()
+            },
+        );
+        z.services.insert(
+            ("default".into(), "alias".into()),
+            ServiceEntry {
+                external_name: Some("kubernetes.default.svc.cluster.local".into()),
+                ..Default::default()
+            },
+        );
+        // Many endpoints so a full answer exceeds 512 bytes.
+        z.services.insert(
+            ("default".into(), "big".into()),
+            ServiceEntry {
+                headless: true,
+                ..Default::default()
+            },
+        );
+        z.upsert_slice(
+            ("default".into(), "big".into()),
+            "big-1".into(),
+            crate::dns::records::SliceEntry {
+                ports: vec![],
+                endpoints: (0..60)
+                    .map(|i| crate::dns::records::EndpointEntry {
+                        addresses: vec![format!("10.244.0.{i}").parse().unwrap()],
+                        hostname: None,
+                        ready: true,
+                    })
+                    .collect(),
+            },
+        );
+        Resolver {
+            zone: Arc::new(RwLock::new(z)),
+            forwarder: Forwarder::new(vec![], 16),
+        }
+    }
+
+    fn query(name: &str, t: RecordType, edns: bool) -> Vec<u8> {
+        let mut m = Message::query();
+        m.metadata.id = 4242;
+        m.metadata.recursion_desired = true;
+        m.add_query(Query::query(Name::from_ascii(name).unwrap(), t));
+        if edns {
+            let mut e = Edns::new();
+            e.set_max_payload(4096);
+            m.set_edns(e);
+        }
+        m.to_vec().unwrap()
+    }
+
+    async fn ask(r: &Resolver, name: &str, t: RecordType, edns: bool) -> Message {
+        let out = r.handle(&query(name, t, edns), true).await.unwrap();
+        Message::from_vec(&out).unwrap()
+    }
+
+    #[tokio::test]
+    async fn wire_answers() {
+        let r = resolver();
+        let m = ask(
+            &r,
+            "kubernetes.default.svc.cluster.local.",
+            RecordType::A,
+            false,
+        )
+        .await;
+        assert_eq!(m.metadata.id, 4242);
+        assert!(m.metadata.authoritative && m.metadata.recursion_available);
+        assert_eq!(m.metadata.response_code, ResponseCode::NoError);
+        assert_eq!(m.answers.len(), 1);
+        assert_eq!(m.answers[0].data.to_string(), "10.43.0.1");
+        assert_eq!(m.queries.len(), 1);
+
+        let m = ask(&r, "nope.default.svc.cluster.local.", RecordType::A, false).await;
+        assert_eq!(m.metadata.response_code, ResponseCode::NXDomain);
+        assert!(m.answers.is_empty());
+        assert_eq!(m.authorities[0].record_type(), RecordType::SOA);
+
+        let m = ask(
+            &r,
+            "kubernetes.default.svc.cluster.local.",
+            RecordType::AAAA,
+            true,
+        )
+        .await;
+        assert_eq!(m.metadata.response_code, ResponseCode::NoError);
+        assert!(m.answers.is_empty() && m.edns.is_some());
+
+        // An in-zone CNAME is followed.
+        let m = ask(&r, "alias.default.svc.cluster.local.", RecordType::A, false).await;
+        let kinds: Vec<RecordType> = m.answers.iter().map(|r| r.record_type()).collect();
+        assert_eq!(kinds, [RecordType::CNAME, RecordType::A]);
+
+        // No upstream: other names fail with SERVFAIL, not silence.
+        let m = ask(&r, "example.org.", RecordType::A, false).await;
+        assert_eq!(m.metadata.response_code, ResponseCode::ServFail);
+    }
+
+    #[tokio::test]
+    async fn large_udp_answers_are_truncated() {
+        let r = resolver();
+        let m = ask(&r, "big.default.svc.cluster.local.", RecordType::A, false).await;
+        assert!(m.metadata.truncation && m.answers.is_empty());
+        let m = ask(&r, "big.default.svc.cluster.local.", RecordType::A, true).await;
+        assert!(!m.metadata.truncation);
+        assert_eq!(m.answers.len(), 60);
+        let full = r
+            .handle(
+                &query("big.default.svc.cluster.local.", RecordType::A, false),
+                false,
+            )
+            .await
+            .unwrap();
+        assert_eq!(Message::from_vec(&full).unwrap().answers.len(), 60);
+    }
+
+    #[tokio::test]
+    async fn garbage_gets_formerr_or_nothing() {
+        let r = resolver();
+        assert!(r.handle(&[1], true).await.is_none());
+        let mut junk = vec![0x12, 0x34];
+        junk.extend_from_slice(&[0xff; 20]);
+        let out = r.handle(&junk, true).await.unwrap();
+        let m = Message::from_vec(&out).unwrap();
+        assert_eq!(m.metadata.id, 0x1234);
+        assert_eq!(m.metadata.response_code, ResponseCode::FormErr);
+    }
+}

@@ -1,0 +1,654 @@
+//! Cluster DNS served by the node agent: the DNS component against a real
+//! apiserver + datastore on a loopback port (every record kind, live
+//! updates, forwarding to a fake upstream with caching), and end to end: a
+//! busybox pod on a private containerd resolves `kubernetes.default`
+//! through the cluster DNS address on the node. The second test needs root.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use hickory_proto::op::{Message, OpCode, Query, ResponseCode};
+use hickory_proto::rr::rdata::A;
+use hickory_proto::rr::{Name, RData, Record, RecordType};
+use k3rs_e2e::cluster::ControlPlane;
+use k3rs_e2e::containerd::{BUSYBOX_IMAGE, Containerd};
+use k3rs_e2e::{Backend, TestStore};
+use k3rs_node_agent::dns;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpStream, UdpSocket};
+
+const V: &str = "1.33";
+/// The bundled kube-dns Service manifest, exactly as `k3rs server` deploys it.
+const KUBE_DNS_MANIFEST: &str = include_str!("../../supervisor/manifests/coredns.yaml");
+
+/// A stand-in for the host's resolver: answers `A` for `*.example.org` with
+/// 192.0.2.7 (TTL 60), NXDOMAIN for anything else, and counts queries.
+struct FakeUpstream {
+    addr: SocketAddr,
+    queries: Arc<AtomicUsize>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl FakeUpstream {
+    async fn start() -> Self {
+        let sock = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let addr = sock.local_addr().unwrap();
+        let queries = Arc::new(AtomicUsize::new(0));
+        let count = queries.clone();
+        let task = tokio::spawn(async move {
+            let mut buf = vec![0u8; 4096];
+            loop {
+                let Ok((n, peer)) = sock.recv_from(&mut buf).await else {
+                    continue;
+                };
+                let Ok(req) = Message::from_vec(&buf[..n]) else {
+                    continue;
+                };
+                count.fetch_add(1, Ordering::SeqCst);
+                let mut resp = Message::response(req.metadata.id, OpCode::Query);
+                resp.queries = req.queries.clone();
+                resp.metadata.recursion_available = true;
+                match req.queries.first() {
+                    Some(q)
+                        if q.name().to_ascii().ends_with("example.org.")
+                            && q.query_type() == RecordType::A =>
+                    {
+                        resp.add_answer(Record::from_rdata(
+                            q.name().clone(),
+                            60,
+                            RData::A(A::new(192, 0, 2, 7)),
+                        ));
+                    }
+                    Some(q) if q.name().to_ascii().ends_with("example.org.") => {}
+                    _ => resp.metadata.response_code = ResponseCode::NXDomain,
+                }
+                let _ = sock.send_to(&resp.to_vec().unwrap(), peer).await;
+            }
+        });
+        Self {
+            addr,
+            queries,
+            task,
+        }
+    }
+}
+
+fn query_bytes(name: &str, t: RecordType) -> Vec<u8> {
+    let mut m = Message::query();
+    m.metadata.recursion_desired = true;
+    m.add_query(Query::query(Name::from_ascii(name).unwrap(), t));
+    m.to_vec().unwrap()
+}
+
+/// One query over UDP, as a stub resolver sends it.
+async fn ask(server: SocketAddr, name: &str, t: RecordType) -> Message {
+    let sock = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    sock.connect(server).await.unwrap();
+    let q = query_bytes(name, t);
+    sock.send(&q).await.unwrap();
+    let mut buf = vec![0u8; 65535];
+    let n = tokio::time::timeout(Duration::from_secs(5), sock.recv(&mut buf))
+        .await
+        .unwrap_or_else(|_| panic!("no answer for {name} {t}"))
+        .unwrap();
+    let m = Message::from_vec(&buf[..n]).unwrap();
+    assert_eq!(m.metadata.id, Message::from_vec(&q).unwrap().metadata.id);
+    m
+}
+
+/// One query over TCP.
+async fn ask_tcp(server: SocketAddr, name: &str, t: RecordType) -> Message {
+    let mut s = TcpStream::connect(server).await.unwrap();
+    let q = query_bytes(name, t);
+    let mut framed = (q.len() as u16).to_be_bytes().to_vec();
+    framed.extend_from_slice(&q);
+    s.write_all(&framed).await.unwrap();
+    let mut len = [0u8; 2];
+    s.read_exact(&mut len).await.unwrap();
+    let mut buf = vec![0u8; u16::from_be_bytes(len) as usize];
+    s.read_exact(&mut buf).await.unwrap();
+    Message::from_vec(&buf).unwrap()
+}
+
+/// The answer section as sorted strings (`rdata`).
+fn rdata(m: &Message) -> Vec<String> {
+    let mut v: Vec<String> = m.answers.iter().map(|r| r.data.to_string()).collect();
+    v.sort();
+    v
+}
+
+async fn jsonpath(cp: &ControlPlane, what: &[&str], path: &str) -> String {
+    let mut args = vec!["get"];
+    args.extend_from_slice(what);
+    let jp = format!("jsonpath={path}");
+    args.extend_from_slice(&["-o", &jp]);
+    let out = cp.kubectl_raw(V, &args).await.expect("kubectl");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+const OBJECTS: &str = r#"apiVersion: v1
+kind: Service
+metadata: {name: web, namespace: default}
+spec:
+  selector: {app: web}
+  ports:
+  - {name: http, port: 80, protocol: TCP}
+  - {name: metrics, port: 9100, protocol: UDP}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: db, namespace: default}
+spec:
+  clusterIP: None
+  selector: {app: db}
+  ports:
+  - {name: sql, port: 5432}
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata:
+  name: db-1
+  namespace: default
+  labels: {kubernetes.io/service-name: db}
+addressType: IPv4
+ports:
+- {name: sql, port: 5432, protocol: TCP}
+endpoints:
+- addresses: [10.244.85.21]
+  hostname: db-0
+  conditions: {ready: true}
+- addresses: [10.244.85.22]
+  conditions: {ready: true}
+- addresses: [10.244.85.23]
+  hostname: db-2
+  conditions: {ready: false}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: ext, namespace: default}
+spec:
+  type: ExternalName
+  externalName: www.example.org
+---
+apiVersion: v1
+kind: ConfigMap
+metadata: {name: coredns, namespace: kube-system}
+data:
+  NodeHosts: |
+    192.168.85.10 node-a
+    192.168.85.11 node-b
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_dns_answers_from_the_api() {
+    let store = TestStore::start(Backend::Sqlite).await.expect("datastore");
+    let cp = ControlPlane::start(store.endpoint())
+        .await
+        .expect("apiserver");
+    let upstream = FakeUpstream::start().await;
+    let settings = dns::Settings {
+        listen: Some("127.0.0.1:0".parse().unwrap()),
+        upstreams: vec![upstream.addr],
+        ..Default::default()
+    };
+    let client = k3rs_node_agent::client_from_kubeconfig(&cp.kubeconfig)
+        .await
+        .unwrap();
+    let server = dns::start(client, &settings, &[], "cluster.local")
+        .await
+        .expect("dns");
+    let at = server.local_addr;
+
+    // The kube-dns Service K3s users look for, with the address pods use.
+    cp.kubectl_in(V, &["apply", "-f", "-"], Some(KUBE_DNS_MANIFEST))
+        .await;
+    let kube_dns = jsonpath(
+        &cp,
+        &["svc", "-n", "kube-system", "kube-dns"],
+        "{.spec.clusterIP}",
+    )
+    .await;
+    assert_eq!(kube_dns, "10.43.0.10");
+    let found = cp
+        .kubectl(
+            V,
+            &["get", "svc", "-n", "kube-system", "-l", "k8s-app=kube-dns"],
+        )
+        .await;
+    assert!(found.contains("53/UDP,53/TCP,9153/TCP"), "{found}");
+
+    let api_ip = jsonpath(&cp, &["svc", "kubernetes"], "{.spec.clusterIP}").await;
+    assert!(!api_ip.is_empty());
+    let m = ask(at, "kubernetes.default.svc.cluster.local.", RecordType::A).await;
+    assert_eq!(rdata(&m), [api_ip.as_str()]);
+    assert!(m.metadata.authoritative);
+    assert_eq!(m.answers[0].ttl, 5);
+    // The same over TCP.
+    let m = ask_tcp(at, "kubernetes.default.svc.cluster.local.", RecordType::A).await;
+    assert_eq!(rdata(&m), [api_ip.as_str()]);
+    // IPv4-only: AAAA is NODATA (NOERROR, no answers, SOA) not NXDOMAIN.
+    let m = ask(
+        at,
+        "kubernetes.default.svc.cluster.local.",
+        RecordType::AAAA,
+    )
+    .await;
+    assert_eq!(m.metadata.response_code, ResponseCode::NoError);
+    assert!(m.answers.is_empty());
+    assert_eq!(m.authorities[0].record_type(), RecordType::SOA);
+    // Search-path expansions of `kubernetes.default` are denied locally.
+    for name in [
+        "kubernetes.default.default.svc.cluster.local.",
+        "kubernetes.default.cluster.local.",
+    ] {
+        let m = ask(at, name, RecordType::A).await;
+        assert_eq!(m.metadata.response_code, ResponseCode::NXDomain, "{name}");
+    }
+    assert_eq!(upstream.queries.load(Ordering::SeqCst), 0);
+
+    cp.kubectl_in(V, &["apply", "-f", "-"], Some(OBJECTS)).await;
+    let web_ip = jsonpath(&cp, &["svc", "web"], "{.spec.clusterIP}").await;
+    // Wait for the watch to deliver.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while rdata(&ask(at, "node-b.", RecordType::A).await).is_empty() {
+        assert!(Instant::now() < deadline, "objects never showed up in DNS");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let m = ask(at, "web.default.svc.cluster.local.", RecordType::A).await;
+    assert_eq!(rdata(&m), [web_ip.as_str()]);
+
+    // SRV for named ports, with the target's address as additional data.
+    let m = ask(
+        at,
+        "_http._tcp.web.default.svc.cluster.local.",
+        RecordType::SRV,
+    )
+    .await;
+    assert_eq!(rdata(&m), ["0 100 80 web.default.svc.cluster.local."]);
+    assert_eq!(m.additionals[0].data.to_string(), web_ip);
+    let m = ask(
+        at,
+        "_metrics._udp.web.default.svc.cluster.local.",
+        RecordType::SRV,
+    )
+    .await;
+    assert_eq!(rdata(&m), ["0 100 9100 web.default.svc.cluster.local."]);
+    let m = ask(
+        at,
+        "_nope._tcp.web.default.svc.cluster.local.",
+        RecordType::SRV,
+    )
+    .await;
+    assert_eq!(m.metadata.response_code, ResponseCode::NXDomain);
+
+    // Headless: the ready endpoints, by hostname or dashed address.
+    let m = ask(at, "db.default.svc.cluster.local.", RecordType::A).await;
+    assert_eq!(rdata(&m), ["10.244.85.21", "10.244.85.22"]);
+    let m = ask(at, "db-0.db.default.svc.cluster.local.", RecordType::A).await;
+    assert_eq!(rdata(&m), ["10.244.85.21"]);
+    let m = ask(at, "db-2.db.default.svc.cluster.local.", RecordType::A).await;
+    assert_eq!(
+        m.metadata.response_code,
+        ResponseCode::NXDomain,
+        "not ready"
+    );
+    let m = ask(
+        at,
+        "_sql._tcp.db.default.svc.cluster.local.",
+        RecordType::SRV,
+    )
+    .await;
+    assert_eq!(
+        rdata(&m),
+        [
+            "0 100 5432 10-244-85-22.db.default.svc.cluster.local.",
+            "0 100 5432 db-0.db.default.svc.cluster.local.",
+        ]
+    );
+
+    // PTR for a service address and a headless endpoint.
+    let rev = |ip: &str| {
+        let o: Vec<&str> = ip.split('.').rev().collect();
+        format!("{}.in-addr.arpa.", o.join("."))
+    };
+    let m = ask(at, &rev(&web_ip), RecordType::PTR).await;
+    assert_eq!(rdata(&m), ["web.default.svc.cluster.local."]);
+    let m = ask(at, &rev("10.244.85.21"), RecordType::PTR).await;
+    assert_eq!(rdata(&m), ["db-0.db.default.svc.cluster.local."]);
+
+    // Pod names.
+    let m = ask(at, "10-244-85-9.default.pod.cluster.local.", RecordType::A).await;
+    assert_eq!(rdata(&m), ["10.244.85.9"]);
+
+    // NodeHosts from the coredns ConfigMap, forward and reverse.
+    let m = ask(at, "node-a.", RecordType::A).await;
+    assert_eq!(rdata(&m), ["192.168.85.10"]);
+    let m = ask(at, &rev("192.168.85.11"), RecordType::PTR).await;
+    assert_eq!(rdata(&m), ["node-b."]);
+
+    // ExternalName: a CNAME, chased through the upstream.
+    let m = ask(at, "ext.default.svc.cluster.local.", RecordType::A).await;
+    let kinds: Vec<RecordType> = m.answers.iter().map(|r| r.record_type()).collect();
+    assert_eq!(kinds, [RecordType::CNAME, RecordType::A], "{m:?}");
+    assert_eq!(m.answers[0].data.to_string(), "www.example.org.");
+    assert_eq!(m.answers[1].data.to_string(), "192.0.2.7");
+
+    // Other names are forwarded, and the answer is cached with its TTL counting down.
+    let before = upstream.queries.load(Ordering::SeqCst);
+    let m = ask(at, "api.example.org.", RecordType::A).await;
+    assert_eq!(rdata(&m), ["192.0.2.7"]);
+    assert_eq!(upstream.queries.load(Ordering::SeqCst), before + 1);
+    for _ in 0..5 {
+        let m = ask(at, "API.example.org.", RecordType::A).await;
+        assert_eq!(rdata(&m), ["192.0.2.7"]);
+        assert!(m.answers[0].ttl <= 30, "capped: {}", m.answers[0].ttl);
+    }
+    assert_eq!(
+        upstream.queries.load(Ordering::SeqCst),
+        before + 1,
+        "cached"
+    );
+    let m = ask(at, "nowhere.invalid.", RecordType::A).await;
+    assert_eq!(m.metadata.response_code, ResponseCode::NXDomain);
+
+    // A Service created now resolves within a second; deleted, it is gone.
+    cp.kubectl(
+        V,
+        &["create", "service", "clusterip", "late", "--tcp=8080:8080"],
+    )
+    .await;
+    let created = Instant::now();
+    let late_ip = jsonpath(&cp, &["svc", "late"], "{.spec.clusterIP}").await;
+    loop {
+        let m = ask(at, "late.default.svc.cluster.local.", RecordType::A).await;
+        if rdata(&m) == [late_ip.as_str()] {
+            break;
+        }
+        assert!(
+            created.elapsed() < Duration::from_secs(1),
+            "late service not resolvable after {:?}",
+            created.elapsed()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    cp.kubectl(V, &["delete", "service", "late"]).await;
+    let deleted = Instant::now();
+    loop {
+        let m = ask(at, "late.default.svc.cluster.local.", RecordType::A).await;
+        if m.metadata.response_code == ResponseCode::NXDomain {
+            break;
+        }
+        assert!(
+            deleted.elapsed() < Duration::from_secs(2),
+            "late still resolves"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    server.stop().await;
+    upstream.task.abort();
+    cp.shutdown();
+    drop(store);
+}
+
+// ---- end to end: a pod resolves through the node ----
+
+const NODE: &str = "k3rs-dns-e2e";
+const POD_CIDR: &str = "10.244.85.0/24";
+/// Not the default 10.43.0.10: other tests on this host may serve that one.
+const DNS_IP: &str = "10.43.85.10";
+const LINK: &str = "k3rs-dnst85";
+/// This test's own pod bridge. The agent's conflist uses the shared `cni0`,
+/// but the bridge plugin refuses a second IPv4 gateway on one bridge, so
+/// tests of other pod CIDRs running at the same time would break each
+/// other; containerd uses the first conflist by name, so ours wins.
+const BRIDGE: &str = "k3rsdnsbr85";
+
+/// Removes the test's links however the test ends.
+struct LinkGuard;
+
+impl Drop for LinkGuard {
+    fn drop(&mut self) {
+        for l in [LINK, BRIDGE] {
+            let _ = std::process::Command::new("ip")
+                .args(["link", "del", l])
+                .stderr(std::process::Stdio::null())
+                .status();
+        }
+    }
+}
+
+/// A bridge network on [`BRIDGE`] for [`POD_CIDR`], without masquerading or
+/// host ports (no iptables rules to leave behind): pods only need the node.
+fn private_conflist(dir: &Path, ipam_dir: &Path) {
+    let conf = serde_json::json!({
+        "cniVersion": "1.0.0",
+        "name": "k3rs-dns-test",
+        "plugins": [{
+            "type": "bridge",
+            "bridge": BRIDGE,
+            "isGateway": true,
+            "ipam": {
+                "type": "host-local",
+                "ranges": [[{"subnet": POD_CIDR}]],
+                "routes": [{"dst": "0.0.0.0/0"}],
+                "dataDir": ipam_dir.display().to_string(),
+            },
+        }],
+    });
+    std::fs::create_dir_all(dir).unwrap();
+    std::fs::write(dir.join("00-k3rs-dns-test.conflist"), conf.to_string()).unwrap();
+}
+
+fn log_file(logs: &Path, name: &str, uid: &str, container: &str) -> PathBuf {
+    logs.join(format!("default_{name}_{uid}"))
+        .join(container)
+        .join("0.log")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn pod_resolves_the_kubernetes_service() {
+    let _link = LinkGuard;
+    let store = TestStore::start(Backend::Sqlite).await.expect("datastore");
+    let cp = ControlPlane::start(store.endpoint())
+        .await
+        .expect("apiserver");
+    let ctd = Containerd::start().await.expect("containerd");
+    let dir = tempfile::tempdir().unwrap();
+    let logs = dir.path().join("pods-logs");
+    private_conflist(&ctd.cni_conf_dir, &dir.path().join("ipam"));
+    let mut c = k3rs_node_agent::Config::new(cp.kubeconfig.clone(), NODE.into());
+    c.container_runtime_endpoint = ctd.endpoint();
+    c.root_dir = dir.path().join("agent");
+    c.pod_logs_dir = logs.clone();
+    c.pod_cidr = Some(POD_CIDR.into());
+    c.cni_conf_dir = ctd.cni_conf_dir.clone();
+    c.healthz_addr = None;
+    c.cluster_dns = vec![DNS_IP.parse::<IpAddr>().unwrap()];
+    c.dns.link_name = LINK.into();
+    // Names outside the cluster stay on this machine too.
+    let upstream = FakeUpstream::start().await;
+    c.dns.upstreams = vec![upstream.addr];
+    let agent = k3rs_node_agent::start(c).await.expect("start agent");
+
+    // The agent put the address on its link and answers there.
+    let at: SocketAddr = format!("{DNS_IP}:53").parse().unwrap();
+    let api_ip = jsonpath(&cp, &["svc", "kubernetes"], "{.spec.clusterIP}").await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let sock = UdpSocket::bind("0.0.0.0:0").await.unwrap();
+        let q = query_bytes("kubernetes.default.svc.cluster.local.", RecordType::A);
+        let answered = async {
+            sock.send_to(&q, at).await.ok()?;
+            let mut buf = vec![0u8; 4096];
+            let n = tokio::time::timeout(Duration::from_millis(500), sock.recv(&mut buf))
+                .await
+                .ok()?
+                .ok()?;
+            Message::from_vec(&buf[..n]).ok()
+        }
+        .await;
+        if answered.is_some_and(|m| rdata(&m) == [api_ip.as_str()]) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "cluster DNS never answered on {at}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let addrs = std::process::Command::new("ip")
+        .args(["-o", "addr", "show", "dev", LINK])
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&addrs.stdout).contains(&format!("{DNS_IP}/32")),
+        "{addrs:?}"
+    );
+
+    // What the controller manager would publish; the pod's token volume needs both.
+    cp.kubectl(V, &["create", "serviceaccount", "default"])
+        .await;
+    let ca = format!("--from-file=ca.crt={}", cp.api.ca_file.display());
+    cp.kubectl(V, &["create", "configmap", "kube-root-ca.crt", &ca])
+        .await;
+    let pod = format!(
+        r#"apiVersion: v1
+kind: Pod
+metadata:
+  name: lookup
+spec:
+  nodeName: {NODE}
+  restartPolicy: Never
+  containers:
+  - name: main
+    image: {BUSYBOX_IMAGE}
+    command: ["sh", "-c", "cat /etc/resolv.conf; nslookup kubernetes.default.svc.cluster.local; echo fqdn-rc=$?; nslookup kubernetes; echo search-rc=$?; ping -I lo -c1 -W1 kubernetes.default; echo ping-rc=$?"]
+"#
+    );
+    cp.kubectl_in(V, &["apply", "-f", "-"], Some(&pod)).await;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let phase = jsonpath(&cp, &["pod", "lookup"], "{.status.phase}").await;
+        if phase == "Succeeded" || phase == "Failed" {
+            break;
+        }
+        if Instant::now() > deadline {
+            let pods = cp.kubectl(V, &["get", "pods", "-o", "yaml"]).await;
+            panic!("pod did not finish: {pods}\ncontainerd:\n{}", ctd.log());
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    let uid = jsonpath(&cp, &["pod", "lookup"], "{.metadata.uid}").await;
+    let text = std::fs::read_to_string(log_file(&logs, "lookup", &uid, "main")).unwrap();
+    assert!(text.contains(&format!("nameserver {DNS_IP}")), "{text}");
+    // nslookup of the full name.
+    let (fqdn, rest) = text
+        .split_once("fqdn-rc=")
+        .unwrap_or_else(|| panic!("{text}"));
+    assert!(rest.starts_with('0'), "{text}");
+    assert!(
+        fqdn.contains("Name:\tkubernetes.default.svc.cluster.local"),
+        "{text}"
+    );
+    assert!(fqdn.contains(&format!("Address: {api_ip}")), "{text}");
+    // nslookup walks the search path itself (it reports the other
+    // expansions' NXDOMAIN too, so its exit code says nothing).
+    let (search, rest) = rest
+        .split_once("search-rc=")
+        .unwrap_or_else(|| panic!("{text}"));
+    assert!(
+        search.contains("Name:\tkubernetes.default.svc.cluster.local"),
+        "{text}"
+    );
+    assert!(search.contains(&format!("Address: {api_ip}")), "{text}");
+    // The libc resolver (ndots:5 + search list) turns `kubernetes.default`
+    // into the Service address. The ping is pinned to the pod's loopback so
+    // no packet leaves the pod (there is no service proxy in this test).
+    assert!(
+        rest.contains(&format!("PING kubernetes.default ({api_ip})")),
+        "{text}"
+    );
+
+    cp.kubectl(
+        V,
+        &["delete", "pod", "lookup", "--wait=true", "--timeout=60s"],
+    )
+    .await;
+    agent.stop().await;
+    upstream.task.abort();
+    drop(ctd);
+    cp.shutdown();
+    drop(store);
+}
+
+// ---- benchmark (a program run on demand, not a timed test) ----
+
+/// Sequential UDP queries for `name`: (queries/s, p50, p99).
+async fn measure(at: SocketAddr, name: &str, n: usize) -> (f64, Duration, Duration) {
+    let sock = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    sock.connect(at).await.unwrap();
+    let q = query_bytes(name, RecordType::A);
+    let mut buf = vec![0u8; 4096];
+    let mut lat = Vec::with_capacity(n);
+    let start = Instant::now();
+    for _ in 0..n {
+        let t = Instant::now();
+        sock.send(&q).await.unwrap();
+        tokio::time::timeout(Duration::from_secs(2), sock.recv(&mut buf))
+            .await
+            .expect("answer")
+            .unwrap();
+        lat.push(t.elapsed());
+    }
+    let qps = n as f64 / start.elapsed().as_secs_f64();
+    lat.sort();
+    (qps, lat[n / 2], lat[n * 99 / 100])
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "benchmark: cargo test -p k3rs-e2e --test cluster_dns -- --ignored --nocapture"]
+async fn bench_cluster_dns() {
+    let store = TestStore::start(Backend::Sqlite).await.expect("datastore");
+    let cp = ControlPlane::start(store.endpoint())
+        .await
+        .expect("apiserver");
+    let upstream = FakeUpstream::start().await;
+    let settings = dns::Settings {
+        listen: Some("127.0.0.1:0".parse().unwrap()),
+        upstreams: vec![upstream.addr],
+        ..Default::default()
+    };
+    let client = k3rs_node_agent::client_from_kubeconfig(&cp.kubeconfig)
+        .await
+        .unwrap();
+    let server = dns::start(client, &settings, &[], "cluster.local")
+        .await
+        .expect("dns");
+    let at = server.local_addr;
+    const N: usize = 20_000;
+    // Warm up both paths (the forward fills the cache).
+    measure(at, "kubernetes.default.svc.cluster.local.", 200).await;
+    measure(at, "api.example.org.", 200).await;
+    let (svc_qps, svc_p50, svc_p99) = measure(at, "kubernetes.default.svc.cluster.local.", N).await;
+    let (fwd_qps, fwd_p50, fwd_p99) = measure(at, "api.example.org.", N).await;
+    println!("cluster DNS, {N} sequential UDP queries each:");
+    println!("  service name : {svc_qps:>9.0} q/s  p50 {svc_p50:?}  p99 {svc_p99:?}");
+    println!("  cached fwd   : {fwd_qps:>9.0} q/s  p50 {fwd_p50:?}  p99 {fwd_p99:?}");
+    println!(
+        "  ratio service/cached-forward: {:.2}x q/s, p99 {:.2}x",
+        svc_qps / fwd_qps,
+        svc_p99.as_secs_f64() / fwd_p99.as_secs_f64()
+    );
+    println!(
+        "  upstream queries: {}",
+        upstream.queries.load(Ordering::SeqCst)
+    );
+    server.stop().await;
+    upstream.task.abort();
+    cp.shutdown();
+    drop(store);
+}
