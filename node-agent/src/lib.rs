@@ -12,6 +12,7 @@ pub mod node;
 pub mod pod_status;
 pub mod pod_sync;
 pub mod pod_worker;
+pub mod proxy;
 pub mod resources;
 pub mod sandbox;
 pub mod volumes;
@@ -82,6 +83,8 @@ pub struct Config {
     pub port: u16,
     /// `None` runs without a health endpoint.
     pub healthz_addr: Option<SocketAddr>,
+    /// The service proxy; `None` with `--disable-kube-proxy`.
+    pub proxy: Option<proxy::ProxyConfig>,
 }
 
 impl Config {
@@ -101,6 +104,9 @@ impl Config {
             node_ip: None,
             port: 10250,
             healthz_addr: Some(SocketAddr::from(([127, 0, 0, 1], 10248))),
+            // The binary turns it on; in-process users opt in, since it
+            // programs host-wide nftables state.
+            proxy: None,
         }
     }
 }
@@ -263,6 +269,14 @@ async fn agent<R: Runtime>(
         source,
     })?;
     tracing::info!(path = %path.display(), %pod_cidr, "wrote the CNI config");
+    if let Some(proxy) = config.proxy.clone() {
+        let ctx = proxy::model::NodeContext {
+            node_name: config.node_name.clone(),
+            cluster_dns: config.cluster_dns.clone(),
+            pod_cidr: Some(pod_cidr.clone()),
+        };
+        tasks.spawn(proxy::run(client.clone(), proxy, ctx));
+    }
     {
         let rt = rt.clone();
         tasks.spawn(async move {

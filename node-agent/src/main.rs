@@ -63,6 +63,13 @@ struct Flags {
     /// Port of the health endpoint on 127.0.0.1; 0 disables it.
     #[arg(long, env = "K3RS_HEALTHZ_PORT", default_value_t = 10248)]
     healthz_port: u16,
+    /// Do not run the service proxy (Services then need another kube-proxy).
+    #[arg(long, env = "K3RS_DISABLE_KUBE_PROXY")]
+    disable_kube_proxy: bool,
+    /// How the service proxy programs the kernel (nftables falls back to
+    /// iptables when `nft` is missing).
+    #[arg(long, env = "K3RS_PROXY_MODE", value_enum, default_value = "nftables")]
+    proxy_mode: k3rs_node_agent::proxy::Mode,
     #[arg(long, env = "K3RS_LOG_FORMAT", default_value = "text")]
     log_format: LogFormat,
     /// More logging (-v debug, -vv trace).
@@ -91,6 +98,10 @@ fn main() -> ExitCode {
     config.node_ip = flags.node_ip;
     config.port = flags.port;
     let _ = flags.bind_address;
+    config.proxy = (!flags.disable_kube_proxy).then(|| k3rs_node_agent::proxy::ProxyConfig {
+        mode: flags.proxy_mode,
+        ..Default::default()
+    });
     config.healthz_addr =
         (flags.healthz_port != 0).then(|| SocketAddr::from(([127, 0, 0, 1], flags.healthz_port)));
     let rt = match tokio::runtime::Runtime::new() {
