@@ -20,17 +20,38 @@ const POD_CIDR: &str = "10.244.84.0/24";
 const TABLE: &str = "k3rs-px-e2e";
 const NODE_PORT: u16 = 30884;
 const V: &str = "1.33";
+/// A bridge of our own: the bridge plugin refuses to put a second subnet on
+/// a `cni0` another test holds with its own.
+const BRIDGE: &str = "k3rspx0";
 
-/// Removes the test's nftables table however the test ends.
-struct TableGuard;
+/// Removes the test's nftables table and bridge however the test ends.
+struct HostGuard;
 
-impl Drop for TableGuard {
+impl Drop for HostGuard {
     fn drop(&mut self) {
         let _ = std::process::Command::new("nft")
             .args(["delete", "table", "ip", TABLE])
             .stderr(std::process::Stdio::null())
             .status();
+        let _ = std::process::Command::new("ip")
+            .args(["link", "del", BRIDGE])
+            .stderr(std::process::Stdio::null())
+            .status();
     }
+}
+
+/// containerd uses the first conflist by name: ours, on our own bridge,
+/// sorts before the agent's `10-k3rs.conflist`.
+fn write_private_conflist(ctd: &Containerd, dir: &Path) {
+    let mut conf =
+        k3rs_node_agent::cni::conflist(POD_CIDR, &dir.join("agent").join("cni").join("networks"));
+    conf["plugins"][0]["bridge"] = BRIDGE.into();
+    std::fs::create_dir_all(&ctd.cni_conf_dir).unwrap();
+    std::fs::write(
+        ctd.cni_conf_dir.join("05-k3rs-px-e2e.conflist"),
+        serde_json::to_string_pretty(&conf).unwrap(),
+    )
+    .unwrap();
 }
 
 fn agent_config(cp: &ControlPlane, ctd: &Containerd, dir: &Path) -> k3rs_node_agent::Config {
@@ -128,14 +149,14 @@ spec:
 }
 
 fn slice(ips: &[&str]) -> String {
-    let mut eps = String::new();
+    let mut eps = String::from("endpoints:\n");
     for ip in ips {
         eps.push_str(&format!(
             "- addresses: [\"{ip}\"]\n  conditions: {{ready: true, serving: true, terminating: false}}\n  nodeName: {NODE}\n"
         ));
     }
     if ips.is_empty() {
-        eps.push_str("[]\n");
+        eps = "endpoints: []\n".into();
     }
     format!(
         r#"apiVersion: discovery.k8s.io/v1
@@ -149,36 +170,41 @@ ports:
 - name: http
   port: 8080
   protocol: TCP
-endpoints:
 {eps}"#
     )
 }
 
 async fn running_ip(cp: &ControlPlane, pod: &str) -> String {
-    wait_for(
-        &format!("{pod} Running"),
-        Duration::from_secs(90),
-        || async {
-            let s = jsonpath(cp, &["pod", pod], "{.status.phase} {.status.podIP}").await;
-            let mut it = s.split_whitespace();
-            match (it.next(), it.next()) {
-                (Some("Running"), Some(ip)) => Some(ip.to_string()),
-                _ => None,
-            }
-        },
-    )
-    .await
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let s = jsonpath(cp, &["pod", pod], "{.status.phase} {.status.podIP}").await;
+        let mut it = s.split_whitespace();
+        if let (Some("Running"), Some(ip)) = (it.next(), it.next()) {
+            return ip.to_string();
+        }
+        if Instant::now() > deadline {
+            let pods = cp.kubectl_raw(V, &["get", "pods", "-o", "yaml"]).await.unwrap();
+            let events = cp.kubectl_raw(V, &["get", "events", "-A"]).await.unwrap();
+            panic!(
+                "{pod} not Running\n{}\n{}",
+                String::from_utf8_lossy(&pods.stdout),
+                String::from_utf8_lossy(&events.stdout)
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn service_proxy_routes_cluster_ips_and_node_ports() {
-    let _table = TableGuard;
+    let _host = HostGuard;
     let store = TestStore::start(Backend::Sqlite).await.expect("datastore");
     let cp = ControlPlane::start(store.endpoint())
         .await
         .expect("apiserver");
     let ctd = Containerd::start().await.expect("containerd");
     let dir = tempfile::tempdir().unwrap();
+    write_private_conflist(&ctd, dir.path());
     let logs = dir.path().join("pods-logs");
     let agent = k3rs_node_agent::start(agent_config(&cp, &ctd, dir.path()))
         .await
@@ -280,7 +306,8 @@ spec:
     assert_eq!(err.kind(), std::io::ErrorKind::ConnectionRefused, "{err}");
     assert!(started.elapsed() < Duration::from_secs(1), "{:?}", started.elapsed());
 
-    // From a pod: the client fetches through the cluster IP in a loop.
+    // From a pod: the client fetches through the cluster IP in a loop
+    // (busybox's static wget crashes; nc speaks HTTP/1.0 just as well).
     let client = format!(
         r#"apiVersion: v1
 kind: Pod
@@ -292,7 +319,7 @@ spec:
   containers:
   - name: app
     image: {BUSYBOX_IMAGE}
-    command: ["sh", "-c", "i=0; while test $i -lt 30; do echo \"got=$(wget -qO- -T 3 http://{cluster_ip}:80/)\"; i=$((i+1)); done; echo done; sleep 3600"]
+    command: ["sh", "-c", "i=0; while test $i -lt 30; do echo \"got=$(printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 3 {cluster_ip} 80 | tail -n 1)\"; i=$((i+1)); done; echo done; sleep 3600"]
 "#
     );
     cp.kubectl_in(V, &["apply", "-f", "-"], Some(&client)).await;
