@@ -149,6 +149,11 @@ spec:
 }
 
 fn slice(ips: &[&str]) -> String {
+    slice_for("web", ips)
+}
+
+/// An EndpointSlice as the EndpointSlice controller writes it.
+fn slice_for(svc: &str, ips: &[&str]) -> String {
     let mut eps = String::from("endpoints:\n");
     for ip in ips {
         eps.push_str(&format!(
@@ -162,9 +167,9 @@ fn slice(ips: &[&str]) -> String {
         r#"apiVersion: discovery.k8s.io/v1
 kind: EndpointSlice
 metadata:
-  name: web-abcde
+  name: {svc}-abcde
   labels:
-    kubernetes.io/service-name: web
+    kubernetes.io/service-name: {svc}
 addressType: IPv4
 ports:
 - name: http
@@ -183,7 +188,10 @@ async fn running_ip(cp: &ControlPlane, pod: &str) -> String {
             return ip.to_string();
         }
         if Instant::now() > deadline {
-            let pods = cp.kubectl_raw(V, &["get", "pods", "-o", "yaml"]).await.unwrap();
+            let pods = cp
+                .kubectl_raw(V, &["get", "pods", "-o", "yaml"])
+                .await
+                .unwrap();
             let events = cp.kubectl_raw(V, &["get", "events", "-A"]).await.unwrap();
             panic!(
                 "{pod} not Running\n{}\n{}",
@@ -250,6 +258,27 @@ spec:
 apiVersion: v1
 kind: Service
 metadata:
+  name: sticky
+spec:
+  selector: {{app: web}}
+  sessionAffinity: ClientIP
+  ports:
+  - name: http
+    port: 80
+---
+apiVersion: v1
+kind: Service
+metadata:
+  name: self
+spec:
+  selector: {{app: loop}}
+  ports:
+  - name: http
+    port: 80
+---
+apiVersion: v1
+kind: Service
+metadata:
   name: empty
 spec:
   selector: {{app: nothing}}
@@ -271,17 +300,25 @@ spec:
     let svc_addr = SocketAddr::new(cluster_ip, 80);
 
     // From the host: the cluster IP reaches both backends.
-    wait_for("the cluster IP answers from the host", Duration::from_secs(30), || async {
-        http_get(svc_addr).await.ok()
-    })
+    wait_for(
+        "the cluster IP answers from the host",
+        Duration::from_secs(30),
+        || async { http_get(svc_addr).await.ok() },
+    )
     .await;
     let seen = backends(svc_addr, 30).await;
     assert!(
         seen.iter().all(|b| b == "web-a" || b == "web-b"),
         "{seen:?}"
     );
-    assert!(seen.iter().any(|b| b == "web-a"), "web-a answered: {seen:?}");
-    assert!(seen.iter().any(|b| b == "web-b"), "web-b answered: {seen:?}");
+    assert!(
+        seen.iter().any(|b| b == "web-a"),
+        "web-a answered: {seen:?}"
+    );
+    assert!(
+        seen.iter().any(|b| b == "web-b"),
+        "web-b answered: {seen:?}"
+    );
 
     // The node port answers on the node's address.
     let node_ip: IpAddr = jsonpath(
@@ -304,7 +341,11 @@ spec:
         .await
         .expect_err("no endpoints: refused");
     assert_eq!(err.kind(), std::io::ErrorKind::ConnectionRefused, "{err}");
-    assert!(started.elapsed() < Duration::from_secs(1), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        started.elapsed()
+    );
 
     // From a pod: the client fetches through the cluster IP in a loop
     // (busybox's static wget crashes; nc speaks HTTP/1.0 just as well).
@@ -326,15 +367,81 @@ spec:
     running_ip(&cp, "client").await;
     let uid = jsonpath(&cp, &["pod", "client"], "{.metadata.uid}").await;
     let log = logs.join(format!("default_client_{uid}/app/0.log"));
-    let text = wait_for("the client pod's fetches", Duration::from_secs(60), || async {
-        let t = std::fs::read_to_string(&log).unwrap_or_default();
-        t.contains("stdout F done").then_some(t)
-    })
+    let text = wait_for(
+        "the client pod's fetches",
+        Duration::from_secs(60),
+        || async {
+            let t = std::fs::read_to_string(&log).unwrap_or_default();
+            t.contains("stdout F done").then_some(t)
+        },
+    )
     .await;
-    let got: Vec<&str> = text.lines().filter_map(|l| l.split("got=").nth(1)).collect();
+    let got: Vec<&str> = text
+        .lines()
+        .filter_map(|l| l.split("got=").nth(1))
+        .collect();
     assert_eq!(got.len(), 30, "{text}");
     assert!(got.iter().all(|g| *g == "web-a" || *g == "web-b"), "{text}");
     assert!(got.contains(&"web-a") && got.contains(&"web-b"), "{text}");
+
+    // Session affinity: one client keeps its backend.
+    cp.kubectl_in(
+        V,
+        &["apply", "-f", "-"],
+        Some(&slice_for("sticky", &[&ip_a, &ip_b])),
+    )
+    .await;
+    let sticky_ip: IpAddr = jsonpath(&cp, &["svc", "sticky"], "{.spec.clusterIP}")
+        .await
+        .parse()
+        .expect("cluster IP");
+    let sticky = SocketAddr::new(sticky_ip, 80);
+    wait_for("sticky answers", Duration::from_secs(30), || async {
+        http_get(sticky).await.ok()
+    })
+    .await;
+    let seen = backends(sticky, 12).await;
+    assert!(
+        seen.iter().all(|b| *b == seen[0]) && (seen[0] == "web-a" || seen[0] == "web-b"),
+        "{seen:?}"
+    );
+
+    // Hairpin: a pod reaches itself through its own Service.
+    let self_ip = jsonpath(&cp, &["svc", "self"], "{.spec.clusterIP}").await;
+    let looper = format!(
+        r#"apiVersion: v1
+kind: Pod
+metadata:
+  name: loop
+  labels: {{app: loop}}
+spec:
+  nodeName: {NODE}
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: app
+    image: {BUSYBOX_IMAGE}
+    command: ["sh", "-c", "mkdir -p /www && echo loop > /www/index.html && /bin/busybox httpd -p 8080 -h /www; i=0; while test $i -lt 120; do echo \"got=$(printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 2 {self_ip} 80 | tail -n 1)\"; sleep 0.5; i=$((i+1)); done; sleep 3600"]
+"#
+    );
+    cp.kubectl_in(V, &["apply", "-f", "-"], Some(&looper)).await;
+    let loop_ip = running_ip(&cp, "loop").await;
+    cp.kubectl_in(
+        V,
+        &["apply", "-f", "-"],
+        Some(&slice_for("self", &[&loop_ip])),
+    )
+    .await;
+    let uid = jsonpath(&cp, &["pod", "loop"], "{.metadata.uid}").await;
+    let log = logs.join(format!("default_loop_{uid}/app/0.log"));
+    wait_for(
+        "the pod reaches itself",
+        Duration::from_secs(60),
+        || async {
+            let t = std::fs::read_to_string(&log).unwrap_or_default();
+            t.contains("got=loop").then_some(())
+        },
+    )
+    .await;
 
     // An established connection survives an agent restart (the table is
     // replaced, conntrack is not touched): half a request before, the rest
@@ -354,15 +461,22 @@ spec:
         .expect("response in time")
         .expect("read");
     let text = String::from_utf8_lossy(&buf);
-    assert!(text.starts_with("HTTP/1.") && (text.contains("web-a") || text.contains("web-b")), "{text}");
+    assert!(
+        text.starts_with("HTTP/1.") && (text.contains("web-a") || text.contains("web-b")),
+        "{text}"
+    );
 
     // Removing an endpoint stops new traffic to it.
     cp.kubectl_in(V, &["apply", "-f", "-"], Some(&slice(&[&ip_a])))
         .await;
-    wait_for("web-b leaves the rotation", Duration::from_secs(30), || async {
-        let seen = backends(svc_addr, 10).await;
-        seen.iter().all(|b| b == "web-a").then_some(())
-    })
+    wait_for(
+        "web-b leaves the rotation",
+        Duration::from_secs(30),
+        || async {
+            let seen = backends(svc_addr, 10).await;
+            seen.iter().all(|b| b == "web-a").then_some(())
+        },
+    )
     .await;
     let seen = backends(svc_addr, 20).await;
     assert!(seen.iter().all(|b| b == "web-a"), "{seen:?}");
@@ -383,7 +497,7 @@ spec:
         .expect_err("node port without endpoints");
     assert_eq!(err.kind(), std::io::ErrorKind::ConnectionRefused, "{err}");
 
-    for pod in ["client", "web-a", "web-b"] {
+    for pod in ["client", "loop", "web-a", "web-b"] {
         cp.kubectl(V, &["delete", "pod", pod, "--wait=true", "--timeout=60s"])
             .await;
     }

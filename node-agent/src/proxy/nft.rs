@@ -1,6 +1,7 @@
 //! The nftables ruleset for a [`Model`]: one `ip` table holding verdict maps
 //! keyed by (address, protocol, port) that dispatch to one chain per
-//! service port and one per endpoint. [`Ruleset`] is that content in a form
+//! service port, which DNATs through a `numgen` map (per-endpoint chains
+//! only where session affinity needs them: few chains keep `nft` fast). [`Ruleset`] is that content in a form
 //! two versions of can be diffed, so a change costs a transaction touching
 //! only what changed ([`diff`]); [`full`] replaces the whole table at once
 //! (first sync, or when an incremental one fails).
@@ -14,6 +15,9 @@ use super::model::{Endpoint, Model, PortRules};
 pub const MASQ_MARK: u32 = 0x4000;
 
 const SET_POD_CIDRS: &str = "pod-cidrs";
+/// (endpoint, endpoint) pairs: a DNATed packet whose source is its own
+/// destination is a pod reaching itself through its Service (hairpin).
+const SET_HAIRPIN: &str = "hairpin";
 const MAP_SERVICE_IPS: &str = "service-ips";
 const MAP_NODEPORTS: &str = "service-nodeports";
 const MAP_NO_EP_SERVICES: &str = "no-endpoint-services";
@@ -40,6 +44,8 @@ pub struct Ruleset {
     /// Verdict map name → key → verdict.
     pub maps: BTreeMap<&'static str, BTreeMap<String, String>>,
     pub pod_cidrs: BTreeSet<String>,
+    /// `ip . ip` of every endpoint.
+    pub hairpin: BTreeSet<String>,
     /// Session-affinity sets: name → timeout in seconds.
     pub affinity_sets: BTreeMap<String, u32>,
 }
@@ -166,28 +172,45 @@ fn render_port(rs: &mut Ruleset, p: &PortRules) {
         .chain(&p.local_endpoints)
         .collect();
     for e in endpoints {
-        let mut rules = vec![format!("ip saddr {} jump {CHAIN_MARK_MASQ}", e.ip)];
+        rs.hairpin.insert(format!("{} . {}", e.ip, e.ip));
         if let Some(timeout) = p.affinity_timeout {
             let set = affinity_set(p, e);
-            rules.push(format!("update @{set} {{ ip saddr }}"));
+            let rules = vec![
+                format!("update @{set} {{ ip saddr }}"),
+                format!("meta l4proto {proto} dnat to {}:{}", e.ip, e.port),
+            ];
             rs.affinity_sets.insert(set, timeout);
+            rs.chains.insert(ep_chain(p, e), rules);
         }
-        rules.push(format!("meta l4proto {proto} dnat to {}:{}", e.ip, e.port));
-        rs.chains.insert(ep_chain(p, e), rules);
     }
 }
 
-/// Affinity first, then a uniformly random endpoint.
+/// A uniformly random endpoint; with session affinity, the one the client
+/// had first (then each endpoint has a chain that records the client).
 fn dispatch(p: &PortRules, eps: &[Endpoint]) -> Vec<String> {
-    let mut rules = Vec::new();
-    if p.affinity_timeout.is_some() {
-        for e in eps {
-            rules.push(format!(
-                "ip saddr @{} goto {}",
-                affinity_set(p, e),
-                ep_chain(p, e)
-            ));
+    let proto = p.protocol.as_str();
+    if p.affinity_timeout.is_none() {
+        if let [e] = eps {
+            return vec![format!("meta l4proto {proto} dnat to {}:{}", e.ip, e.port)];
         }
+        let arms: Vec<String> = eps
+            .iter()
+            .enumerate()
+            .map(|(i, e)| format!("{i} : {} . {}", e.ip, e.port))
+            .collect();
+        return vec![format!(
+            "meta l4proto {proto} dnat ip to numgen random mod {} map {{ {} }}",
+            eps.len(),
+            arms.join(", ")
+        )];
+    }
+    let mut rules = Vec::new();
+    for e in eps {
+        rules.push(format!(
+            "ip saddr @{} goto {}",
+            affinity_set(p, e),
+            ep_chain(p, e)
+        ));
     }
     let arms: Vec<String> = eps
         .iter()
@@ -221,6 +244,10 @@ pub fn full(table: &str, rs: &Ruleset) -> String {
         s,
         "add set ip {t} {SET_POD_CIDRS} {{ type ipv4_addr; flags interval; }}"
     );
+    let _ = writeln!(
+        s,
+        "add set ip {t} {SET_HAIRPIN} {{ type ipv4_addr . ipv4_addr; }}"
+    );
     for (name, key) in MAPS {
         let _ = writeln!(s, "add map ip {t} {name} {{ type {key} : verdict; }}");
     }
@@ -251,6 +278,10 @@ pub fn full(table: &str, rs: &Ruleset) -> String {
         (
             CHAIN_MARK_MASQ,
             format!("meta mark set meta mark | {MASQ_MARK:#x}"),
+        ),
+        (
+            "masquerading",
+            format!("ct status dnat ip saddr . ip daddr @{SET_HAIRPIN} jump {CHAIN_MARK_MASQ}"),
         ),
         (
             "masquerading",
@@ -311,6 +342,7 @@ pub fn full(table: &str, rs: &Ruleset) -> String {
         );
     }
     add_elements(&mut s, t, SET_POD_CIDRS, rs.pod_cidrs.iter().cloned());
+    add_elements(&mut s, t, SET_HAIRPIN, rs.hairpin.iter().cloned());
     s
 }
 
@@ -375,6 +407,10 @@ pub fn diff(table: &str, old: &Ruleset, new: &Ruleset) -> Option<String> {
     elements(&mut s, "delete", t, SET_POD_CIDRS, gone);
     let added = new.pod_cidrs.difference(&old.pod_cidrs).cloned();
     elements(&mut s, "add", t, SET_POD_CIDRS, added);
+    let gone = old.hairpin.difference(&new.hairpin).cloned();
+    elements(&mut s, "delete", t, SET_HAIRPIN, gone);
+    let added = new.hairpin.difference(&old.hairpin).cloned();
+    elements(&mut s, "add", t, SET_HAIRPIN, added);
     // Stale chains last: by now nothing references them.
     for name in old.chains.keys() {
         if !new.chains.contains_key(name) {
@@ -439,15 +475,16 @@ mod tests {
             rs.chains["svc-default/web/tcp/http"],
             vec![
                 "ip daddr 10.43.0.5 ip saddr != @pod-cidrs jump mark-for-masquerade".to_string(),
-                "numgen random mod 2 vmap { 0 : goto ep-default/web/tcp/http__10.42.0.5/8080, 1 : goto ep-default/web/tcp/http__10.42.1.6/8080 }".into(),
+                "meta l4proto tcp dnat ip to numgen random mod 2 map { 0 : 10.42.0.5 . 8080, 1 : 10.42.1.6 . 8080 }".into(),
             ]
         );
+        // No per-endpoint chains without affinity.
+        assert_eq!(rs.chains.len(), 1, "{:?}", rs.chains.keys());
         assert_eq!(
-            rs.chains["ep-default/web/tcp/http__10.42.1.6/8080"],
-            vec![
-                "ip saddr 10.42.1.6 jump mark-for-masquerade".to_string(),
-                "meta l4proto tcp dnat to 10.42.1.6:8080".into(),
-            ]
+            rs.hairpin,
+            ["10.42.0.5 . 10.42.0.5", "10.42.1.6 . 10.42.1.6"]
+                .map(String::from)
+                .into()
         );
         assert_eq!(rs.pod_cidrs, ["10.42.0.0/24".to_string()].into());
         let text = full("k3rs-proxy", &rs);
@@ -460,13 +497,12 @@ mod tests {
         assert!(text.contains("add rule ip k3rs-proxy masquerading masquerade fully-random"));
         assert!(text.contains("add element ip k3rs-proxy service-ips { 10.43.0.5 . tcp . 80 : goto svc-default/web/tcp/http }"));
         assert!(text.contains("add element ip k3rs-proxy pod-cidrs { 10.42.0.0/24 }"));
-        // Chains exist before rules jump to them.
+        assert!(text.contains("add rule ip k3rs-proxy masquerading ct status dnat ip saddr . ip daddr @hairpin jump mark-for-masquerade"));
+        // Chains exist before map elements jump to them.
         let decl = text
-            .find("add chain ip k3rs-proxy ep-default/web/tcp/http__10.42.0.5/8080")
+            .find("add chain ip k3rs-proxy svc-default/web/tcp/http")
             .unwrap();
-        let used = text
-            .find("add rule ip k3rs-proxy svc-default/web/tcp/http numgen")
-            .unwrap();
+        let used = text.find("add element ip k3rs-proxy service-ips").unwrap();
         assert!(decl < used);
     }
 
@@ -506,10 +542,7 @@ mod tests {
         );
         assert_eq!(
             rs.chains["local-default/web/tcp/http"],
-            vec![
-                "numgen random mod 1 vmap { 0 : goto ep-default/web/tcp/http__10.42.0.5/8080 }"
-                    .to_string()
-            ]
+            vec!["meta l4proto tcp dnat to 10.42.0.5:8080".to_string()]
         );
         assert_eq!(
             rs.maps[MAP_SERVICE_IPS]["192.0.2.50 . tcp . 80"],
@@ -564,8 +597,11 @@ mod tests {
         );
         assert!(svc[3].starts_with("numgen random mod 2"));
         assert_eq!(
-            rs.chains["ep-default/web/tcp/http__10.42.0.5/8080"][1],
-            format!("update @{set} {{ ip saddr }}")
+            rs.chains["ep-default/web/tcp/http__10.42.0.5/8080"],
+            vec![
+                format!("update @{set} {{ ip saddr }}"),
+                "meta l4proto tcp dnat to 10.42.0.5:8080".into()
+            ]
         );
         let text = full("t", &rs);
         assert!(text.contains(&format!(
@@ -621,11 +657,11 @@ mod tests {
             "goto svc-default/m/sctp/b"
         );
         assert_eq!(
-            rs.chains["ep-default/m/udp/a__10.42.0.9/5353"][1],
+            rs.chains["svc-default/m/udp/a"][1],
             "meta l4proto udp dnat to 10.42.0.9:5353"
         );
         assert_eq!(
-            rs.chains["ep-default/m/sctp/b__10.42.0.9/9999"][1],
+            rs.chains["svc-default/m/sctp/b"][1],
             "meta l4proto sctp dnat to 10.42.0.9:9999"
         );
     }
@@ -647,7 +683,6 @@ mod tests {
             vec![
                 "add set ip t aff-default/web/tcp/http__10.42.1.7/8080 { type ipv4_addr; flags dynamic,timeout; timeout 10800s; }",
                 "add chain ip t ep-default/web/tcp/http__10.42.1.7/8080",
-                "add rule ip t ep-default/web/tcp/http__10.42.1.7/8080 ip saddr 10.42.1.7 jump mark-for-masquerade",
                 "add rule ip t ep-default/web/tcp/http__10.42.1.7/8080 update @aff-default/web/tcp/http__10.42.1.7/8080 { ip saddr }",
                 "add rule ip t ep-default/web/tcp/http__10.42.1.7/8080 meta l4proto tcp dnat to 10.42.1.7:8080",
                 "flush chain ip t svc-default/web/tcp/http",
@@ -655,6 +690,8 @@ mod tests {
                 "add rule ip t svc-default/web/tcp/http ip saddr @aff-default/web/tcp/http__10.42.0.5/8080 goto ep-default/web/tcp/http__10.42.0.5/8080",
                 "add rule ip t svc-default/web/tcp/http ip saddr @aff-default/web/tcp/http__10.42.1.7/8080 goto ep-default/web/tcp/http__10.42.1.7/8080",
                 "add rule ip t svc-default/web/tcp/http numgen random mod 2 vmap { 0 : goto ep-default/web/tcp/http__10.42.0.5/8080, 1 : goto ep-default/web/tcp/http__10.42.1.7/8080 }",
+                "delete element ip t hairpin { 10.42.1.6 . 10.42.1.6 }",
+                "add element ip t hairpin { 10.42.1.7 . 10.42.1.7 }",
                 "flush chain ip t ep-default/web/tcp/http__10.42.1.6/8080",
                 "delete chain ip t ep-default/web/tcp/http__10.42.1.6/8080",
                 "delete set ip t aff-default/web/tcp/http__10.42.1.6/8080",

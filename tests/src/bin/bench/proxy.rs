@@ -75,13 +75,11 @@ fn change(m: &mut Model, n: usize) {
     let svc = (n * 37) % m.ports.len();
     let p = &mut m.ports[svc];
     let slot = n % p.cluster_endpoints.len();
-    p.cluster_endpoints[slot].ip = std::net::Ipv4Addr::new(10, 252, (n / 250) as u8, (n % 250 + 1) as u8);
+    p.cluster_endpoints[slot].ip =
+        std::net::Ipv4Addr::new(10, 252, (n / 250) as u8, (n % 250 + 1) as u8);
 }
 
-fn measure(
-    load: &Load,
-    mut sync: impl FnMut(&Model) -> Result<()>,
-) -> Result<(Duration, Sample)> {
+fn measure(load: &Load, mut sync: impl FnMut(&Model) -> Result<()>) -> Result<(Duration, Sample)> {
     let mut m = model(load);
     let t = Instant::now();
     sync(&m)?;
@@ -181,7 +179,9 @@ pub fn print(load: &Load, rows: &[Row]) {
         load.changes,
         TARGET.as_millis()
     );
-    println!("| backend | initial load ms | change p50 ms | change p99 ms | p99 / target | p50 vs iptables |");
+    println!(
+        "| backend | initial load ms | change p50 ms | change p99 ms | p99 / target | p50 vs iptables |"
+    );
     println!("|---|---:|---:|---:|---:|---:|");
     let reference = rows.last().map(|r| ms(r.change.pct(0.5))).unwrap_or(0.0);
     for r in rows {
