@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use k3rs_e2e::cluster::ControlPlane;
 use k3rs_e2e::containerd::{BUSYBOX_IMAGE, Containerd};
 use k3rs_e2e::{Backend, TestStore};
+use k3rs_node_agent::proxy::Mode;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -37,6 +38,50 @@ impl Drop for HostGuard {
             .args(["link", "del", BRIDGE])
             .stderr(std::process::Stdio::null())
             .status();
+        remove_iptables_rules();
+    }
+}
+
+/// The iptables fallback's chain prefix for our table name.
+const IPT_PREFIX: &str = "K3RSP-";
+
+fn iptables(table: &str, args: &[&str]) -> String {
+    std::process::Command::new("iptables")
+        .args(["-w", "5", "-t", table])
+        .args(args)
+        .stderr(std::process::Stdio::null())
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default()
+}
+
+/// Unhooks and deletes the chains the iptables scenario created.
+fn remove_iptables_rules() {
+    for table in ["nat", "filter"] {
+        let rules = iptables(table, &["-S"]);
+        for line in rules.lines() {
+            let Some(rule) = line.strip_prefix("-A ") else {
+                continue;
+            };
+            let mut words = rule.split_whitespace();
+            let chain = words.next().unwrap_or_default();
+            if !chain.starts_with(IPT_PREFIX) && rule.contains(IPT_PREFIX) {
+                let mut args = vec!["-D", chain];
+                args.extend(words);
+                iptables(table, &args);
+            }
+        }
+        let chains: Vec<&str> = rules
+            .lines()
+            .filter_map(|l| l.strip_prefix("-N "))
+            .filter(|c| c.starts_with(IPT_PREFIX))
+            .collect();
+        for c in &chains {
+            iptables(table, &["-F", c]);
+        }
+        for c in &chains {
+            iptables(table, &["-X", c]);
+        }
     }
 }
 
@@ -54,7 +99,12 @@ fn write_private_conflist(ctd: &Containerd, dir: &Path) {
     .unwrap();
 }
 
-fn agent_config(cp: &ControlPlane, ctd: &Containerd, dir: &Path) -> k3rs_node_agent::Config {
+fn agent_config(
+    cp: &ControlPlane,
+    ctd: &Containerd,
+    dir: &Path,
+    mode: Mode,
+) -> k3rs_node_agent::Config {
     let mut c = k3rs_node_agent::Config::new(cp.kubeconfig.clone(), NODE.into());
     c.container_runtime_endpoint = ctd.endpoint();
     c.root_dir = dir.join("agent");
@@ -63,7 +113,7 @@ fn agent_config(cp: &ControlPlane, ctd: &Containerd, dir: &Path) -> k3rs_node_ag
     c.cni_conf_dir = ctd.cni_conf_dir.clone();
     c.healthz_addr = None;
     c.proxy = Some(k3rs_node_agent::proxy::ProxyConfig {
-        mode: k3rs_node_agent::proxy::Mode::Nftables,
+        mode,
         table: TABLE.into(),
     });
     c
@@ -203,8 +253,16 @@ async fn running_ip(cp: &ControlPlane, pod: &str) -> String {
     }
 }
 
+/// The same scenario through nftables and through the iptables-restore
+/// fallback, one after the other (they share the bridge and the node port).
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn service_proxy_routes_cluster_ips_and_node_ports() {
+    scenario(Mode::Nftables).await;
+    scenario(Mode::Iptables).await;
+}
+
+async fn scenario(mode: Mode) {
+    eprintln!("service proxy scenario: {mode:?}");
     let _host = HostGuard;
     let store = TestStore::start(Backend::Sqlite).await.expect("datastore");
     let cp = ControlPlane::start(store.endpoint())
@@ -214,7 +272,7 @@ async fn service_proxy_routes_cluster_ips_and_node_ports() {
     let dir = tempfile::tempdir().unwrap();
     write_private_conflist(&ctd, dir.path());
     let logs = dir.path().join("pods-logs");
-    let agent = k3rs_node_agent::start(agent_config(&cp, &ctd, dir.path()))
+    let agent = k3rs_node_agent::start(agent_config(&cp, &ctd, dir.path(), mode))
         .await
         .expect("start agent");
     wait_for("node Ready", Duration::from_secs(60), || async {
@@ -449,7 +507,7 @@ spec:
     let mut held = TcpStream::connect(svc_addr).await.expect("connect");
     held.write_all(b"GET / HTTP/1.0\r\n").await.unwrap();
     agent.stop().await;
-    let agent = k3rs_node_agent::start(agent_config(&cp, &ctd, dir.path()))
+    let agent = k3rs_node_agent::start(agent_config(&cp, &ctd, dir.path(), mode))
         .await
         .expect("restart agent");
     // Let the new agent list everything and replace the table.
