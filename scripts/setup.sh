@@ -19,6 +19,8 @@ command -v runc >/dev/null || need+=(runc)
 [ -x /usr/lib/cni/bridge ] || need+=(containernetworking-plugins)
 dpkg -s busybox-static >/dev/null 2>&1 || need+=(busybox-static)
 command -v iptables >/dev/null || need+=(iptables)
+# The node agent's service proxy programs nftables through `nft`.
+command -v nft >/dev/null || need+=(nftables)
 python3 -c 'import venv, ensurepip' 2>/dev/null || need+=(python3-venv)
 # deploy/ tests check the systemd units with systemd-analyze.
 command -v systemd-analyze >/dev/null || need+=(systemd)

@@ -14,6 +14,7 @@ pub mod node;
 pub mod pod_status;
 pub mod pod_sync;
 pub mod pod_worker;
+pub mod proxy;
 pub mod resources;
 pub mod sandbox;
 pub mod volumes;
@@ -78,6 +79,8 @@ pub struct Config {
     pub pod_cidr: Option<String>,
     pub cni_conf_dir: PathBuf,
     pub cni_bin_dir: PathBuf,
+    /// The Linux bridge pods attach to (`cni0`).
+    pub cni_bridge: String,
     /// `None`: the source address of the default route.
     pub node_ip: Option<IpAddr>,
     /// The kubelet port advertised in the Node status.
@@ -86,6 +89,8 @@ pub struct Config {
     pub healthz_addr: Option<SocketAddr>,
     /// The node-local cluster DNS server.
     pub dns: dns::Settings,
+    /// The service proxy; `None` with `--disable-kube-proxy`.
+    pub proxy: Option<proxy::ProxyConfig>,
 }
 
 impl Config {
@@ -102,10 +107,19 @@ impl Config {
             pod_cidr: None,
             cni_conf_dir: "/var/lib/k3rs/agent/etc/cni/net.d".into(),
             cni_bin_dir: "/usr/lib/cni".into(),
+            cni_bridge: cni::DEFAULT_BRIDGE.into(),
             node_ip: None,
             port: 10250,
             healthz_addr: Some(SocketAddr::from(([127, 0, 0, 1], 10248))),
-            dns: dns::Settings::default(),
+            // Like the proxy: the binary turns it on; in-process users opt
+            // in, since it puts the cluster DNS address on a host link.
+            dns: dns::Settings {
+                enabled: false,
+                ..Default::default()
+            },
+            // The binary turns it on; in-process users opt in, since it
+            // programs host-wide nftables state.
+            proxy: None,
         }
     }
 }
@@ -272,6 +286,7 @@ async fn agent<R: Runtime>(
     }
     let path = cni::write(
         &config.cni_conf_dir,
+        &config.cni_bridge,
         &pod_cidr,
         &config.root_dir.join("cni").join("networks"),
     )
@@ -280,6 +295,14 @@ async fn agent<R: Runtime>(
         source,
     })?;
     tracing::info!(path = %path.display(), %pod_cidr, "wrote the CNI config");
+    if let Some(proxy) = config.proxy.clone() {
+        let ctx = proxy::model::NodeContext {
+            node_name: config.node_name.clone(),
+            cluster_dns: config.cluster_dns.clone(),
+            pod_cidr: Some(pod_cidr.clone()),
+        };
+        tasks.spawn(proxy::run(client.clone(), proxy, ctx));
+    }
     {
         let rt = rt.clone();
         tasks.spawn(async move {

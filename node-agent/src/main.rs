@@ -52,6 +52,9 @@ struct Flags {
     cni_conf_dir: Option<PathBuf>,
     #[arg(long, env = "K3RS_CNI_BIN_DIR", default_value = "/usr/lib/cni")]
     cni_bin_dir: PathBuf,
+    /// The bridge pods attach to.
+    #[arg(long, env = "K3RS_CNI_BRIDGE", default_value = k3rs_node_agent::cni::DEFAULT_BRIDGE)]
+    cni_bridge: String,
     /// The address reported as InternalIP (default: the default route's source).
     #[arg(long, env = "K3RS_NODE_IP")]
     node_ip: Option<IpAddr>,
@@ -78,6 +81,13 @@ struct Flags {
     /// nameservers of --resolv-conf.
     #[arg(long, env = "K3RS_CLUSTER_DNS_UPSTREAM", value_delimiter = ',')]
     cluster_dns_upstream: Vec<SocketAddr>,
+    /// Do not run the service proxy (Services then need another kube-proxy).
+    #[arg(long, env = "K3RS_DISABLE_KUBE_PROXY")]
+    disable_kube_proxy: bool,
+    /// How the service proxy programs the kernel (nftables falls back to
+    /// iptables when `nft` is missing).
+    #[arg(long, env = "K3RS_PROXY_MODE", value_enum, default_value = "nftables")]
+    proxy_mode: k3rs_node_agent::proxy::Mode,
     #[arg(long, env = "K3RS_LOG_FORMAT", default_value = "text")]
     log_format: LogFormat,
     /// More logging (-v debug, -vv trace).
@@ -103,6 +113,7 @@ fn main() -> ExitCode {
     config.cluster_domain = flags.cluster_domain;
     config.pod_cidr = flags.pod_cidr;
     config.cni_bin_dir = flags.cni_bin_dir;
+    config.cni_bridge = flags.cni_bridge;
     config.node_ip = flags.node_ip;
     config.port = flags.port;
     config.dns.enabled = !flags.disable_cluster_dns;
@@ -110,6 +121,10 @@ fn main() -> ExitCode {
     config.dns.resolv_conf = flags.resolv_conf;
     config.dns.upstreams = flags.cluster_dns_upstream;
     let _ = flags.bind_address;
+    config.proxy = (!flags.disable_kube_proxy).then(|| k3rs_node_agent::proxy::ProxyConfig {
+        mode: flags.proxy_mode,
+        ..Default::default()
+    });
     config.healthz_addr =
         (flags.healthz_port != 0).then(|| SocketAddr::from(([127, 0, 0, 1], flags.healthz_port)));
     let rt = match tokio::runtime::Runtime::new() {

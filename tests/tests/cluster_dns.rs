@@ -401,10 +401,9 @@ const POD_CIDR: &str = "10.244.85.0/24";
 /// Not the default 10.43.0.10: other tests on this host may serve that one.
 const DNS_IP: &str = "10.43.85.10";
 const LINK: &str = "k3rs-dnst85";
-/// This test's own pod bridge. The agent's conflist uses the shared `cni0`,
-/// but the bridge plugin refuses a second IPv4 gateway on one bridge, so
-/// tests of other pod CIDRs running at the same time would break each
-/// other; containerd uses the first conflist by name, so ours wins.
+/// This test's own pod bridge: the bridge plugin refuses a second IPv4
+/// gateway on one bridge, so tests of other pod CIDRs running at the same
+/// time cannot share `cni0`.
 const BRIDGE: &str = "k3rsdnsbr85";
 
 /// Removes the test's links however the test ends.
@@ -421,27 +420,6 @@ impl Drop for LinkGuard {
     }
 }
 
-/// A bridge network on [`BRIDGE`] for [`POD_CIDR`], without masquerading or
-/// host ports (no iptables rules to leave behind): pods only need the node.
-fn private_conflist(dir: &Path, ipam_dir: &Path) {
-    let conf = serde_json::json!({
-        "cniVersion": "1.0.0",
-        "name": "k3rs-dns-test",
-        "plugins": [{
-            "type": "bridge",
-            "bridge": BRIDGE,
-            "isGateway": true,
-            "ipam": {
-                "type": "host-local",
-                "ranges": [[{"subnet": POD_CIDR}]],
-                "routes": [{"dst": "0.0.0.0/0"}],
-                "dataDir": ipam_dir.display().to_string(),
-            },
-        }],
-    });
-    std::fs::create_dir_all(dir).unwrap();
-    std::fs::write(dir.join("00-k3rs-dns-test.conflist"), conf.to_string()).unwrap();
-}
 
 fn log_file(logs: &Path, name: &str, uid: &str, container: &str) -> PathBuf {
     logs.join(format!("default_{name}_{uid}"))
@@ -459,15 +437,17 @@ async fn pod_resolves_the_kubernetes_service() {
     let ctd = Containerd::start().await.expect("containerd");
     let dir = tempfile::tempdir().unwrap();
     let logs = dir.path().join("pods-logs");
-    private_conflist(&ctd.cni_conf_dir, &dir.path().join("ipam"));
     let mut c = k3rs_node_agent::Config::new(cp.kubeconfig.clone(), NODE.into());
     c.container_runtime_endpoint = ctd.endpoint();
     c.root_dir = dir.path().join("agent");
     c.pod_logs_dir = logs.clone();
     c.pod_cidr = Some(POD_CIDR.into());
     c.cni_conf_dir = ctd.cni_conf_dir.clone();
+    // Tests run side by side: each node gets its own bridge.
+    c.cni_bridge = BRIDGE.into();
     c.healthz_addr = None;
     c.cluster_dns = vec![DNS_IP.parse::<IpAddr>().unwrap()];
+    c.dns.enabled = true;
     c.dns.link_name = LINK.into();
     // Names outside the cluster stay on this machine too.
     let upstream = FakeUpstream::start().await;

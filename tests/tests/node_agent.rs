@@ -3,7 +3,8 @@
 //! user. Needs root and the packages scripts/setup.sh installs.
 //!
 //! One test drives every scenario in sequence: they share one containerd and
-//! the node's `cni0` bridge, which parallel tests would fight over.
+//! one pod bridge. (Other test files use bridges of their own: the bridge
+//! plugin refuses a second pod subnet on one bridge.)
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -15,6 +16,7 @@ use k3rs_node_agent::cri::{CriClient, LABEL_POD_UID, PodSandboxFilter, Runtime};
 
 const NODE: &str = "k3rs-na-e2e";
 const POD_CIDR: &str = "10.244.77.0/24";
+const BRIDGE: &str = "k3rsna0";
 const V: &str = "1.33";
 
 fn agent_config(cp: &ControlPlane, ctd: &Containerd, dir: &Path) -> k3rs_node_agent::Config {
@@ -24,6 +26,8 @@ fn agent_config(cp: &ControlPlane, ctd: &Containerd, dir: &Path) -> k3rs_node_ag
     c.pod_logs_dir = dir.join("pods-logs");
     c.pod_cidr = Some(POD_CIDR.into());
     c.cni_conf_dir = ctd.cni_conf_dir.clone();
+    // Tests run side by side: each node gets its own bridge.
+    c.cni_bridge = BRIDGE.into();
     c.healthz_addr = None;
     c
 }

@@ -8,9 +8,11 @@
 //!     cargo build --release -p k3rs-apiserver -p k3rs-e2e --bins
 //!     $CARGO_TARGET_DIR/release/bench apiserver
 //!     $CARGO_TARGET_DIR/release/bench server      # needs the k3rs binaries built too
+//!     $CARGO_TARGET_DIR/release/bench proxy       # root, nft and iptables-restore
 
 mod apiserver;
 mod controllers;
+mod proxy;
 mod scheduler;
 mod server;
 
@@ -70,6 +72,17 @@ enum Cmd {
         replicas: i32,
         #[arg(long, default_value_t = 16)]
         clients: usize,
+    },
+    /// The node agent's service proxy: Services x endpoints loaded into the
+    /// kernel, then single-endpoint changes timed until applied; nftables
+    /// against iptables-restore.
+    Proxy {
+        #[arg(long, default_value_t = 1_000)]
+        services: usize,
+        #[arg(long, default_value_t = 10)]
+        endpoints: usize,
+        #[arg(long, default_value_t = 20)]
+        changes: usize,
     },
     /// k3rs-apiserver over the shim vs over etcd 3.4: creates, gets, patches,
     /// lists, watch fan-out, deletes; RSS with every object stored.
@@ -441,6 +454,20 @@ fn main() -> Result<()> {
             scheduler::print(&load, &r);
             Ok(())
         }),
+        Cmd::Proxy {
+            services,
+            endpoints,
+            changes,
+        } => {
+            let load = proxy::Load {
+                services,
+                endpoints,
+                changes,
+            };
+            let rows = proxy::run(&load).context("proxy benchmark")?;
+            proxy::print(&load, &rows);
+            Ok(())
+        }
         Cmd::Controllers {
             deployments,
             replicas,
