@@ -380,8 +380,7 @@ pub fn default_client_files(cert_dir: &std::path::Path) -> (PathBuf, PathBuf) {
     )
 }
 
-/// File name (without extension) of the API server's kubelet client cert.
-pub const KUBELET_CLIENT: &str = "client-kube-apiserver";
+pub use k3rs_common::pki::layout::APISERVER_KUBELET_CLIENT as KUBELET_CLIENT;
 
 #[cfg(test)]
 mod tests {

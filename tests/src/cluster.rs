@@ -223,10 +223,11 @@ fn kubelet_client_files(tls: &Path) -> Result<(PathBuf, PathBuf, PathBuf)> {
         validity_days: 30,
         ..Default::default()
     };
-    ca.load_or_issue(tls, "client-kube-apiserver", &spec, 1)?;
+    let name = k3rs_common::pki::layout::APISERVER_KUBELET_CLIENT;
+    ca.load_or_issue(tls, name, &spec, 1)?;
     Ok((
-        tls.join("client-kube-apiserver.crt"),
-        tls.join("client-kube-apiserver.key"),
+        tls.join(format!("{name}.crt")),
+        tls.join(format!("{name}.key")),
         tls.join(format!("{}.crt", k3rs_common::pki::layout::SERVER_CA)),
     ))
 }
