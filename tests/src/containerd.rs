@@ -399,7 +399,7 @@ fn busybox_layer() -> Result<Vec<u8>> {
     for applet in [
         "sh", "sleep", "echo", "cat", "env", "ls", "true", "false", "hostname", "ip", "wget", "nc",
         "grep", "test", "head", "tail", "wc", "sed", "tr", "printf", "date", "mkdir", "touch",
-        "kill", "ps", "id",
+        "kill", "ps", "id", "tar", "httpd", "rm", "mv",
     ] {
         let mut h = tar::Header::new_gnu();
         h.set_entry_type(tar::EntryType::Symlink);
