@@ -75,9 +75,17 @@ pub struct Cli {
     pub service_cluster_ip_range: String,
     /// Client certificate the API server presents to kubelets (default:
     /// `<cert-dir>/client-kube-apiserver.crt`, issued by the cluster CA).
-    #[arg(long, env = "K3RS_KUBELET_CLIENT_CERTIFICATE", requires = "kubelet_client_key")]
+    #[arg(
+        long,
+        env = "K3RS_KUBELET_CLIENT_CERTIFICATE",
+        requires = "kubelet_client_key"
+    )]
     pub kubelet_client_certificate: Option<PathBuf>,
-    #[arg(long, env = "K3RS_KUBELET_CLIENT_KEY", requires = "kubelet_client_certificate")]
+    #[arg(
+        long,
+        env = "K3RS_KUBELET_CLIENT_KEY",
+        requires = "kubelet_client_certificate"
+    )]
     pub kubelet_client_key: Option<PathBuf>,
     /// CA that signs kubelet serving certificates; without it they are not verified.
     #[arg(long, env = "K3RS_KUBELET_CERTIFICATE_AUTHORITY")]

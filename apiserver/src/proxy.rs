@@ -49,7 +49,11 @@ impl KubeletClientConfig {
 
 /// Whether a request is for one of the subresources handled here.
 pub fn handles(info: &RequestInfo) -> bool {
-    match (info.group.as_str(), info.resource.as_str(), info.subresource.as_deref()) {
+    match (
+        info.group.as_str(),
+        info.resource.as_str(),
+        info.subresource.as_deref(),
+    ) {
         ("", "pods", Some("log" | "exec" | "attach" | "portforward")) => true,
         ("", "nodes", Some("proxy")) => info.name.is_some(),
         _ => false,
@@ -135,9 +139,7 @@ async fn dispatch(
                     )));
                 }
                 if sub == "exec" && query.get("command").is_none() {
-                    return Err(ApiError::bad_request(
-                        "you must specify at least 1 command",
-                    ));
+                    return Err(ApiError::bad_request("you must specify at least 1 command"));
                 }
                 format!("/{sub}/{ns}/{name}/{container}")
             }
@@ -228,7 +230,12 @@ fn pick_container(pod: &Value, pod_name: &str, asked: Option<&str>) -> ApiResult
     let ephemeral = names("ephemeralContainers");
     match asked {
         Some(c) => {
-            if containers.iter().chain(&init).chain(&ephemeral).any(|n| n == c) {
+            if containers
+                .iter()
+                .chain(&init)
+                .chain(&ephemeral)
+                .any(|n| n == c)
+            {
                 Ok(c.to_string())
             } else {
                 Err(ApiError::bad_request(format!(
@@ -243,7 +250,10 @@ fn pick_container(pod: &Value, pod_name: &str, asked: Option<&str>) -> ApiResult
                 containers.join(" ")
             );
             if !init.is_empty() {
-                msg.push_str(&format!(" or one of the init containers: [{}]", init.join(" ")));
+                msg.push_str(&format!(
+                    " or one of the init containers: [{}]",
+                    init.join(" ")
+                ));
             }
             Err(ApiError::bad_request(msg))
         }
@@ -252,11 +262,15 @@ fn pick_container(pod: &Value, pod_name: &str, asked: Option<&str>) -> ApiResult
 
 /// The checks kubelet makes before reading a log, with its messages.
 fn check_log_status(pod: &Value, pod_name: &str, container: &str, previous: bool) -> ApiResult<()> {
-    let status = ["containerStatuses", "initContainerStatuses", "ephemeralContainerStatuses"]
-        .iter()
-        .filter_map(|k| pod["status"][k].as_array())
-        .flatten()
-        .find(|s| s["name"].as_str() == Some(container));
+    let status = [
+        "containerStatuses",
+        "initContainerStatuses",
+        "ephemeralContainerStatuses",
+    ]
+    .iter()
+    .filter_map(|k| pod["status"][k].as_array())
+    .flatten()
+    .find(|s| s["name"].as_str() == Some(container));
     let Some(s) = status else {
         return Err(ApiError::bad_request(format!(
             "container {container:?} in pod {pod_name:?} is waiting to start: ContainerCreating"
@@ -302,7 +316,9 @@ fn kubelet_address(node: &Value) -> ApiResult<(String, String)> {
         .or_else(|| pick("ExternalIP"))
         .or_else(|| pick("Hostname"))
         .ok_or_else(|| {
-            ApiError::bad_request(format!("no preferred addresses found; known addresses: [] for node {name:?}"))
+            ApiError::bad_request(format!(
+                "no preferred addresses found; known addresses: [] for node {name:?}"
+            ))
         })?;
     let port = node["status"]["daemonEndpoints"]["kubeletEndpoint"]["Port"]
         .as_u64()
@@ -407,9 +423,15 @@ mod tests {
     fn log_status_messages() {
         let pod = json!({"status": {"containerStatuses": [{"name": "a", "state": {"waiting": {"reason": "ContainerCreating"}}}]}});
         let e = check_log_status(&pod, "p", "a", false).unwrap_err();
-        assert_eq!(e.message, "container \"a\" in pod \"p\" is waiting to start: ContainerCreating");
+        assert_eq!(
+            e.message,
+            "container \"a\" in pod \"p\" is waiting to start: ContainerCreating"
+        );
         let e = check_log_status(&pod, "p", "a", true).unwrap_err();
-        assert_eq!(e.message, "previous terminated container \"a\" in pod \"p\" not found");
+        assert_eq!(
+            e.message,
+            "previous terminated container \"a\" in pod \"p\" not found"
+        );
         let pod = json!({"status": {"containerStatuses": [{"name": "a", "state": {"running": {}}, "lastState": {"terminated": {"exitCode": 1}}}]}});
         assert!(check_log_status(&pod, "p", "a", false).is_ok());
         assert!(check_log_status(&pod, "p", "a", true).is_ok());
@@ -425,7 +447,10 @@ mod tests {
             ("10.1.2.3:12345".to_string(), "10.1.2.3".to_string())
         );
         assert!(kubelet_address(&json!({"metadata": {"name": "n"}})).is_err());
-        assert_eq!(node_proxy_tail("/api/v1/nodes/n/proxy/stats/summary", "n"), "/stats/summary");
+        assert_eq!(
+            node_proxy_tail("/api/v1/nodes/n/proxy/stats/summary", "n"),
+            "/stats/summary"
+        );
         assert_eq!(node_proxy_tail("/api/v1/nodes/n/proxy", "n"), "/");
     }
 }

@@ -165,7 +165,11 @@ async fn route(
         && crate::proxy::handles(&info)
         && let Some(res) = resources::find(&info.group, &info.version, &info.resource)
     {
-        let verb = if req.method() == Method::GET { "GET" } else { "CONNECT" };
+        let verb = if req.method() == Method::GET {
+            "GET"
+        } else {
+            "CONNECT"
+        };
         let resp = crate::proxy::handle(api, user, res, info, req).await;
         return (resp, verb, res.plural.to_string());
     }

@@ -95,7 +95,10 @@ pub fn is_upgrade(headers: &HeaderMap) -> bool {
     headers
         .get(header::CONNECTION)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case("upgrade")))
+        .is_some_and(|v| {
+            v.split(',')
+                .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
+        })
         && headers.contains_key(header::UPGRADE)
 }
 
@@ -185,8 +188,14 @@ mod tests {
         h.insert(header::HOST, "client".parse().unwrap());
         h.insert(header::CONNECTION, "Upgrade".parse().unwrap());
         h.insert(header::UPGRADE, "SPDY/3.1".parse().unwrap());
-        h.append("x-stream-protocol-version", "v4.channel.k8s.io".parse().unwrap());
-        h.append("x-stream-protocol-version", "v3.channel.k8s.io".parse().unwrap());
+        h.append(
+            "x-stream-protocol-version",
+            "v4.channel.k8s.io".parse().unwrap(),
+        );
+        h.append(
+            "x-stream-protocol-version",
+            "v3.channel.k8s.io".parse().unwrap(),
+        );
         assert!(is_upgrade(&h));
         let out = upstream_headers(&h, "10.0.0.1:10250");
         assert!(out.get(header::AUTHORIZATION).is_none());

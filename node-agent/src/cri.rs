@@ -426,7 +426,11 @@ impl CriClient {
         Ok(call("Attach", CALL_TIMEOUT, c.attach(req)).await?.url)
     }
 
-    pub async fn port_forward(&self, sandbox_id: &str, ports: Vec<i32>) -> Result<String, CriError> {
+    pub async fn port_forward(
+        &self,
+        sandbox_id: &str,
+        ports: Vec<i32>,
+    ) -> Result<String, CriError> {
         let mut c = self.runtime.clone();
         let req = v1::PortForwardRequest {
             pod_sandbox_id: sandbox_id.to_string(),

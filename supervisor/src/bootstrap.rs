@@ -285,7 +285,10 @@ pub fn apiserver_kubelet_client(ca: &Ca, tls: &Path) -> Result<(PathBuf, PathBuf
         },
         RENEW_DAYS,
     )?;
-    Ok((tls.join(format!("{name}.crt")), tls.join(format!("{name}.key"))))
+    Ok((
+        tls.join(format!("{name}.crt")),
+        tls.join(format!("{name}.key")),
+    ))
 }
 
 /// Deletes the leaf certificates (never the CA or the service-account key)

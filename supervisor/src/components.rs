@@ -295,8 +295,7 @@ pub fn etcd_servers(config: &ServerConfig) -> Result<String, ComponentError> {
 fn apiserver(ctx: &Context) -> Result<DaemonSpec, ComponentError> {
     let c = ctx.config;
     let paths = &ctx.boot.paths;
-    let (kubelet_crt, kubelet_key) =
-        bootstrap::apiserver_kubelet_client(&ctx.boot.ca, &paths.tls)?;
+    let (kubelet_crt, kubelet_key) = bootstrap::apiserver_kubelet_client(&ctx.boot.ca, &paths.tls)?;
     let args = common(c)
         .set("etcd-servers", etcd_servers(c)?)
         .set("secure-port", c.https_listen_port)

@@ -40,7 +40,10 @@ where
             return v;
         }
         if Instant::now() > deadline {
-            let pods = cp.kubectl_raw(V, &["get", "pods", "-o", "yaml"]).await.unwrap();
+            let pods = cp
+                .kubectl_raw(V, &["get", "pods", "-o", "yaml"])
+                .await
+                .unwrap();
             let log = ctd.log();
             let tail: Vec<&str> = log.lines().rev().take(40).collect();
             panic!(
@@ -99,13 +102,15 @@ async fn read_until(
         None
     })
     .await;
+    // Keep draining: kubectl (Go) dies of SIGPIPE writing to a closed stdout.
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
     match r {
         Ok(Some(l)) => Ok(l),
         _ => {
             let mut err = String::new();
             if let Some(mut e) = child.stderr.take() {
-                let _ = tokio::time::timeout(Duration::from_secs(2), e.read_to_string(&mut err))
-                    .await;
+                let _ =
+                    tokio::time::timeout(Duration::from_secs(2), e.read_to_string(&mut err)).await;
             }
             Err(format!("stdout so far:\n{seen}\nstderr:\n{err}"))
         }
@@ -119,7 +124,9 @@ fn tick_of(line: &str) -> Option<u64> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn kubectl_logs_exec_cp_port_forward_through_the_kubelet_api() {
     let store = TestStore::start(Backend::Sqlite).await.expect("datastore");
-    let cp = ControlPlane::start(store.endpoint()).await.expect("apiserver");
+    let cp = ControlPlane::start(store.endpoint())
+        .await
+        .expect("apiserver");
     let ctd = Containerd::start().await.expect("containerd");
     let dir = tempfile::tempdir().unwrap();
     let ip = IpAddr::from([127, 0, 0, 1]);
@@ -160,11 +167,17 @@ async fn kubectl_logs_exec_cp_port_forward_through_the_kubelet_api() {
         std::fs::read_to_string(&conflist).ok()
     })
     .await;
-    std::fs::write(&conflist, text.replace("\"cni0\"", &format!("\"{BRIDGE}\""))).unwrap();
+    std::fs::write(
+        &conflist,
+        text.replace("\"cni0\"", &format!("\"{BRIDGE}\"")),
+    )
+    .unwrap();
     tokio::time::sleep(Duration::from_secs(2)).await;
-    cp.kubectl(V, &["create", "serviceaccount", "default"]).await;
+    cp.kubectl(V, &["create", "serviceaccount", "default"])
+        .await;
     let ca = format!("--from-file=ca.crt={}", cp.api.ca_file.display());
-    cp.kubectl(V, &["create", "configmap", "kube-root-ca.crt", &ca]).await;
+    cp.kubectl(V, &["create", "configmap", "kube-root-ca.crt", &ca])
+        .await;
 
     // Without a client certificate the kubelet API refuses; /healthz is open.
     unauthenticated_is_refused(agent.kubelet_addr).await;
@@ -198,11 +211,16 @@ async fn kubectl_logs_exec_cp_port_forward_through_the_kubelet_api() {
         })
         .await;
         // stdout and stderr both show (their relative order is the runtime's).
-        assert!(logs.contains("hello-1\n") && logs.contains("hello-2\n") && logs.contains("hello-3\n"), "{v}: {logs}");
+        assert!(
+            logs.contains("hello-1\n") && logs.contains("hello-2\n") && logs.contains("hello-3\n"),
+            "{v}: {logs}"
+        );
         let tail = cp.kubectl(v, &["logs", "web", "--tail=1"]).await;
         assert_eq!(tail.lines().count(), 1, "{v}: {tail}");
         assert!(tail.starts_with("tick-"), "{v}: {tail}");
-        let ts = cp.kubectl(v, &["logs", "web", "--timestamps", "--tail=3"]).await;
+        let ts = cp
+            .kubectl(v, &["logs", "web", "--timestamps", "--tail=3"])
+            .await;
         for l in ts.lines() {
             let (t, rest) = l.split_once(' ').unwrap_or_default();
             assert!(
@@ -211,7 +229,10 @@ async fn kubectl_logs_exec_cp_port_forward_through_the_kubelet_api() {
             );
         }
         let limited = cp.kubectl(v, &["logs", "web", "--limit-bytes=8"]).await;
-        assert!(limited.len() == 8 && limited.starts_with("hello-"), "{v}: {limited}");
+        assert!(
+            limited.len() == 8 && limited.starts_with("hello-"),
+            "{v}: {limited}"
+        );
         let since = cp.kubectl(v, &["logs", "web", "--since=2s"]).await;
         assert!(!since.contains("hello-1"), "{v}: {since}");
 
@@ -227,10 +248,16 @@ async fn kubectl_logs_exec_cp_port_forward_through_the_kubelet_api() {
         got.unwrap_or_else(|e| panic!("{v} logs -f: {e}"));
 
         // exec: a command's output, stdin piped in, exit codes.
-        let host = cp.kubectl(v, &["exec", "web", "--", "cat", "/etc/hostname"]).await;
+        let host = cp
+            .kubectl(v, &["exec", "web", "--", "cat", "/etc/hostname"])
+            .await;
         assert_eq!(host.trim(), "web", "{v}");
         let echoed = cp
-            .kubectl_in(v, &["exec", "-i", "web", "--", "cat"], Some("piped-through-stdin\n"))
+            .kubectl_in(
+                v,
+                &["exec", "-i", "web", "--", "cat"],
+                Some("piped-through-stdin\n"),
+            )
             .await;
         assert_eq!(echoed, "piped-through-stdin\n", "{v}");
         let counted = cp
@@ -249,21 +276,31 @@ async fn kubectl_logs_exec_cp_port_forward_through_the_kubelet_api() {
         let err = cp
             .kubectl_fails(v, &["exec", "web", "-c", "nope", "--", "true"], None)
             .await;
-        assert!(err.contains("container nope is not valid for pod web"), "{v}: {err}");
-        let err = cp.kubectl_fails(v, &["exec", "ghost", "--", "true"], None).await;
+        assert!(
+            err.contains("container nope is not valid for pod web"),
+            "{v}: {err}"
+        );
+        let err = cp
+            .kubectl_fails(v, &["exec", "ghost", "--", "true"], None)
+            .await;
         assert!(err.contains("pods \"ghost\" not found"), "{v}: {err}");
 
         // cp in and out (tar over exec with stdin closed at the end).
         let local = dir.path().join(format!("in-{v}.txt"));
         std::fs::write(&local, format!("copied by kubectl {v}\n")).unwrap();
         let target = format!("web:/tmp/in-{v}.txt");
-        cp.kubectl(v, &["cp", &local.display().to_string(), &target]).await;
+        cp.kubectl(v, &["cp", &local.display().to_string(), &target])
+            .await;
         let inside = cp
-            .kubectl(v, &["exec", "web", "--", "cat", &format!("/tmp/in-{v}.txt")])
+            .kubectl(
+                v,
+                &["exec", "web", "--", "cat", &format!("/tmp/in-{v}.txt")],
+            )
             .await;
         assert_eq!(inside, format!("copied by kubectl {v}\n"), "{v}");
         let back = dir.path().join(format!("out-{v}.txt"));
-        cp.kubectl(v, &["cp", &target, &back.display().to_string()]).await;
+        cp.kubectl(v, &["cp", &target, &back.display().to_string()])
+            .await;
         assert_eq!(
             std::fs::read_to_string(&back).unwrap_or_default(),
             format!("copied by kubectl {v}\n"),
@@ -281,12 +318,31 @@ async fn kubectl_logs_exec_cp_port_forward_through_the_kubelet_api() {
         got.unwrap_or_else(|e| panic!("{v} attach: {e}"));
 
         // port-forward to busybox httpd.
+        let inside = cp
+            .kubectl(
+                v,
+                &[
+                    "exec",
+                    "pf",
+                    "--",
+                    "wget",
+                    "-qO-",
+                    "http://127.0.0.1:8080/index.html",
+                ],
+            )
+            .await;
+        assert_eq!(inside, "pf-ok\n", "{v}: httpd answers inside the pod");
         port_forward(&cp, v).await;
     }
 
     // --previous after a restart.
     let restarted = wait_for(&cp, &ctd, "again restarted", || async {
-        let s = jsonpath(&cp, &["pod", "again"], "{.status.containerStatuses[0].restartCount} {.status.phase}").await;
+        let s = jsonpath(
+            &cp,
+            &["pod", "again"],
+            "{.status.containerStatuses[0].restartCount} {.status.phase}",
+        )
+        .await;
         let l = cp.kubectl_raw(V, &["logs", "again"]).await.ok()?;
         let text = String::from_utf8_lossy(&l.stdout).into_owned();
         (s.starts_with('1') && text.contains("second-run")).then_some(text)
@@ -296,7 +352,9 @@ async fn kubectl_logs_exec_cp_port_forward_through_the_kubelet_api() {
     for v in VERSIONS {
         let prev = cp.kubectl(v, &["logs", "again", "--previous"]).await;
         assert_eq!(prev, "first-run\n", "{v}");
-        let err = cp.kubectl_fails(v, &["logs", "web", "--previous"], None).await;
+        let err = cp
+            .kubectl_fails(v, &["logs", "web", "--previous"], None)
+            .await;
         assert!(
             err.contains("previous terminated container \"app\" in pod \"web\" not found"),
             "{v}: {err}"
@@ -314,15 +372,31 @@ async fn kubectl_logs_exec_cp_port_forward_through_the_kubelet_api() {
         (e.contains("is waiting to start: ") && !e.contains("ContainerCreating")).then_some(e)
     })
     .await;
-    assert!(err.contains("container \"app\" in pod \"stuck\" is waiting to start:"), "{err}");
+    assert!(
+        err.contains("container \"app\" in pod \"stuck\" is waiting to start:"),
+        "{err}"
+    );
 
     // The node proxy reaches the kubelet's stats and pod list.
     let raw = cp
-        .kubectl(V, &["get", "--raw", &format!("/api/v1/nodes/{NODE}/proxy/stats/summary")])
+        .kubectl(
+            V,
+            &[
+                "get",
+                "--raw",
+                &format!("/api/v1/nodes/{NODE}/proxy/stats/summary"),
+            ],
+        )
         .await;
     let summary: serde_json::Value = serde_json::from_str(&raw).expect("summary JSON");
     assert_eq!(summary["node"]["nodeName"], NODE, "{raw}");
-    assert!(summary["node"]["memory"]["workingSetBytes"].as_u64().unwrap_or(0) > 0, "{raw}");
+    assert!(
+        summary["node"]["memory"]["workingSetBytes"]
+            .as_u64()
+            .unwrap_or(0)
+            > 0,
+        "{raw}"
+    );
     let pods: Vec<&str> = summary["pods"]
         .as_array()
         .into_iter()
@@ -331,11 +405,24 @@ async fn kubectl_logs_exec_cp_port_forward_through_the_kubelet_api() {
         .collect();
     assert!(pods.contains(&"web"), "{raw}");
     let raw = cp
-        .kubectl(V, &["get", "--raw", &format!("/api/v1/nodes/{NODE}/proxy/pods")])
+        .kubectl(
+            V,
+            &["get", "--raw", &format!("/api/v1/nodes/{NODE}/proxy/pods")],
+        )
         .await;
-    assert!(raw.contains("\"kind\":\"PodList\"") && raw.contains("\"web\""), "{raw}");
+    assert!(
+        raw.contains("\"kind\":\"PodList\"") && raw.contains("\"web\""),
+        "{raw}"
+    );
     let raw = cp
-        .kubectl(V, &["get", "--raw", &format!("/api/v1/nodes/{NODE}/proxy/metrics/resource")])
+        .kubectl(
+            V,
+            &[
+                "get",
+                "--raw",
+                &format!("/api/v1/nodes/{NODE}/proxy/metrics/resource"),
+            ],
+        )
         .await;
     assert!(raw.contains("node_memory_working_set_bytes"), "{raw}");
 
@@ -368,18 +455,26 @@ async fn unauthenticated_is_refused(addr: std::net::SocketAddr) {
         .await
         .expect("dial kubelet");
         let (mut r, mut w) = tokio::io::split(io);
-        w.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes())
-            .await
-            .unwrap();
+        w.write_all(
+            format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes(),
+        )
+        .await
+        .unwrap();
         let mut out = String::new();
         let _ = r.read_to_string(&mut out).await;
-        assert!(out.starts_with(&format!("HTTP/1.1 {code}")), "{path}: {out}");
+        assert!(
+            out.starts_with(&format!("HTTP/1.1 {code}")),
+            "{path}: {out}"
+        );
     }
 }
 
 async fn port_forward(cp: &ControlPlane, v: &str) {
     let mut child = cp
-        .kubectl_command(v, &["port-forward", "pod/pf", ":8080", "--address", "127.0.0.1"])
+        .kubectl_command(
+            v,
+            &["port-forward", "pod/pf", ":8080", "--address", "127.0.0.1"],
+        )
         .unwrap()
         .spawn()
         .unwrap();
@@ -396,10 +491,20 @@ async fn port_forward(cp: &ControlPlane, v: &str) {
         let mut s = tokio::net::TcpStream::connect(format!("127.0.0.1:{port}"))
             .await
             .unwrap_or_else(|e| panic!("{v}: connect to {port}: {e}"));
-        s.write_all(b"GET /index.html HTTP/1.0\r\n\r\n").await.unwrap();
+        s.write_all(b"GET /index.html HTTP/1.0\r\n\r\n")
+            .await
+            .unwrap();
         let mut resp = String::new();
         let _ = tokio::time::timeout(Duration::from_secs(20), s.read_to_string(&mut resp)).await;
-        assert!(resp.contains("200 OK") && resp.contains("pf-ok"), "{v}: {resp}");
+        if !(resp.contains("200 OK") && resp.contains("pf-ok")) {
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            let _ = child.kill().await;
+            let mut err = String::new();
+            if let Some(mut e) = child.stderr.take() {
+                let _ = e.read_to_string(&mut err).await;
+            }
+            panic!("{v}: port-forward answered {resp:?}; kubectl said: {err}");
+        }
     }
     let _ = child.kill().await;
 }

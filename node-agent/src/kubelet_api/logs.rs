@@ -135,10 +135,7 @@ fn tail_start(content: &[u8], n: u64) -> usize {
 
 /// Renders a whole file's content (everything after `tail_start`).
 pub fn render_all(content: &[u8], opts: &Options) -> Vec<u8> {
-    let start = opts
-        .tail_lines
-        .map(|n| tail_start(content, n))
-        .unwrap_or(0);
+    let start = opts.tail_lines.map(|n| tail_start(content, n)).unwrap_or(0);
     let mut out = Vec::new();
     for line in content[start..].split(|b| *b == b'\n') {
         if let Some(r) = parse_line(line) {
@@ -265,9 +262,7 @@ pub struct Rotation {
 /// Parses a Kubernetes quantity of bytes as the flag takes it ("10Mi", "500Ki", "1G", "1024").
 pub fn parse_size(s: &str) -> Option<u64> {
     let s = s.trim();
-    let split = s
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(s.len());
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
     let (num, unit) = s.split_at(split);
     let n: u64 = num.parse().ok()?;
     let mult: u64 = match unit {
@@ -287,7 +282,11 @@ pub fn parse_size(s: &str) -> Option<u64> {
 /// `<path>.<UTC timestamp>` and removes the oldest rotated files so at most
 /// `max_files` files (the live one included) remain. Returns whether it
 /// rotated (the caller then asks the runtime to reopen the log).
-pub fn rotate_if_needed(path: &Path, policy: Rotation, now: DateTime<Utc>) -> std::io::Result<bool> {
+pub fn rotate_if_needed(
+    path: &Path,
+    policy: Rotation,
+    now: DateTime<Utc>,
+) -> std::io::Result<bool> {
     let len = match std::fs::metadata(path) {
         Ok(m) => m.len(),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
@@ -355,7 +354,10 @@ mod tests {
             ..Default::default()
         };
         let out = String::from_utf8(render_all(LOG, &o)).unwrap();
-        assert!(out.starts_with("2024-01-01T00:00:01.000000001Z one\n"), "{out}");
+        assert!(
+            out.starts_with("2024-01-01T00:00:01.000000001Z one\n"),
+            "{out}"
+        );
     }
 
     #[test]

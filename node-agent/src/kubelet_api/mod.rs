@@ -29,9 +29,8 @@ use tokio::sync::mpsc;
 use tokio_rustls::TlsAcceptor;
 
 use crate::cri::{
-    Container, ContainerFilter, ContainerState, CriClient, LABEL_CONTAINER_NAME,
-    LABEL_POD_NAME, LABEL_POD_NAMESPACE, LABEL_POD_UID, PodSandbox, PodSandboxFilter,
-    PodSandboxState, Runtime,
+    Container, ContainerFilter, ContainerState, CriClient, LABEL_CONTAINER_NAME, LABEL_POD_NAME,
+    LABEL_POD_NAMESPACE, LABEL_POD_UID, PodSandbox, PodSandboxFilter, PodSandboxState, Runtime,
 };
 
 pub type Body = BoxBody<Bytes, std::io::Error>;
@@ -129,13 +128,8 @@ pub async fn bind(
     if client_ca.is_none() {
         tracing::warn!("no --client-ca-file: the kubelet API refuses every client");
     }
-    let tls = k3rs_common::tls::server_config(
-        &crt,
-        &key,
-        client_ca.as_deref(),
-        false,
-        &[b"http/1.1"],
-    )?;
+    let tls =
+        k3rs_common::tls::server_config(&crt, &key, client_ca.as_deref(), false, &[b"http/1.1"])?;
     let listener = TcpListener::bind(cfg.bind)
         .await
         .map_err(|source| Error::Bind {
@@ -283,7 +277,10 @@ async fn pods(state: &State) -> Resp {
             "metadata": {},
             "items": list.items,
         })),
-        Err(e) => text(StatusCode::INTERNAL_SERVER_ERROR, format!("listing pods: {e}")),
+        Err(e) => text(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("listing pods: {e}"),
+        ),
     }
 }
 
@@ -515,7 +512,9 @@ mod tests {
 
     #[test]
     fn query_keeps_repeated_commands() {
-        let q = Query::parse(Some("command=sh&command=-c&command=echo%20hi+there&stdin=true"));
+        let q = Query::parse(Some(
+            "command=sh&command=-c&command=echo%20hi+there&stdin=true",
+        ));
         assert_eq!(q.all("command"), ["sh", "-c", "echo hi there"]);
         assert!(q.flag("stdin"));
         assert!(!q.flag("tty"));

@@ -52,7 +52,11 @@ pub fn parse_meminfo(s: &str) -> Option<(u64, u64, u64)> {
         let kb: u64 = l.split_whitespace().nth(1)?.parse().ok()?;
         Some(kb * 1024)
     };
-    Some((field("MemTotal:")?, field("MemAvailable:")?, field("MemFree:")?))
+    Some((
+        field("MemTotal:")?,
+        field("MemAvailable:")?,
+        field("MemFree:")?,
+    ))
 }
 
 pub fn node_usage() -> NodeUsage {
@@ -253,7 +257,9 @@ fn prom(code: &str) -> Resp {
 
 /// Label values escaped for the Prometheus text format.
 fn esc(s: &str) -> String {
-    s.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+    s.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
 }
 
 /// `/metrics`: the agent's own counters.
@@ -261,12 +267,22 @@ pub async fn metrics(state: &State) -> Resp {
     let stats = running_stats(state).await;
     let pods = by_pod(&stats);
     let mut out = String::new();
-    let _ = writeln!(out, "# HELP kubelet_running_pods Number of pods that have a running pod sandbox");
+    let _ = writeln!(
+        out,
+        "# HELP kubelet_running_pods Number of pods that have a running pod sandbox"
+    );
     let _ = writeln!(out, "# TYPE kubelet_running_pods gauge");
     let _ = writeln!(out, "kubelet_running_pods {}", pods.len());
-    let _ = writeln!(out, "# HELP kubelet_running_containers Number of containers currently running");
+    let _ = writeln!(
+        out,
+        "# HELP kubelet_running_containers Number of containers currently running"
+    );
     let _ = writeln!(out, "# TYPE kubelet_running_containers gauge");
-    let _ = writeln!(out, "kubelet_running_containers{{container_state=\"running\"}} {}", stats.len());
+    let _ = writeln!(
+        out,
+        "kubelet_running_containers{{container_state=\"running\"}} {}",
+        stats.len()
+    );
     prom(&out)
 }
 
@@ -276,27 +292,63 @@ pub async fn metrics_resource(state: &State) -> Resp {
     let stats = running_stats(state).await;
     let ms = Utc::now().timestamp_millis();
     let mut out = String::new();
-    let _ = writeln!(out, "# HELP node_cpu_usage_seconds_total [STABLE] Cumulative cpu time consumed by the node in core-seconds");
+    let _ = writeln!(
+        out,
+        "# HELP node_cpu_usage_seconds_total [STABLE] Cumulative cpu time consumed by the node in core-seconds"
+    );
     let _ = writeln!(out, "# TYPE node_cpu_usage_seconds_total counter");
-    let _ = writeln!(out, "node_cpu_usage_seconds_total {} {ms}", node.cpu_core_nanoseconds as f64 / 1e9);
-    let _ = writeln!(out, "# HELP node_memory_working_set_bytes [STABLE] Current working set of the node in bytes");
+    let _ = writeln!(
+        out,
+        "node_cpu_usage_seconds_total {} {ms}",
+        node.cpu_core_nanoseconds as f64 / 1e9
+    );
+    let _ = writeln!(
+        out,
+        "# HELP node_memory_working_set_bytes [STABLE] Current working set of the node in bytes"
+    );
     let _ = writeln!(out, "# TYPE node_memory_working_set_bytes gauge");
-    let _ = writeln!(out, "node_memory_working_set_bytes {} {ms}", node.memory_total.saturating_sub(node.memory_available));
-    let _ = writeln!(out, "# HELP container_cpu_usage_seconds_total [STABLE] Cumulative cpu time consumed by the container in core-seconds");
+    let _ = writeln!(
+        out,
+        "node_memory_working_set_bytes {} {ms}",
+        node.memory_total.saturating_sub(node.memory_available)
+    );
+    let _ = writeln!(
+        out,
+        "# HELP container_cpu_usage_seconds_total [STABLE] Cumulative cpu time consumed by the container in core-seconds"
+    );
     let _ = writeln!(out, "# TYPE container_cpu_usage_seconds_total counter");
     for s in &stats {
         if let Some(v) = cpu_total(s) {
-            let _ = writeln!(out, "container_cpu_usage_seconds_total{{container=\"{}\",namespace=\"{}\",pod=\"{}\"}} {} {ms}", esc(container_name(s)), esc(label(s, LABEL_POD_NAMESPACE)), esc(label(s, LABEL_POD_NAME)), v as f64 / 1e9);
+            let _ = writeln!(
+                out,
+                "container_cpu_usage_seconds_total{{container=\"{}\",namespace=\"{}\",pod=\"{}\"}} {} {ms}",
+                esc(container_name(s)),
+                esc(label(s, LABEL_POD_NAMESPACE)),
+                esc(label(s, LABEL_POD_NAME)),
+                v as f64 / 1e9
+            );
         }
     }
-    let _ = writeln!(out, "# HELP container_memory_working_set_bytes [STABLE] Current working set of the container in bytes");
+    let _ = writeln!(
+        out,
+        "# HELP container_memory_working_set_bytes [STABLE] Current working set of the container in bytes"
+    );
     let _ = writeln!(out, "# TYPE container_memory_working_set_bytes gauge");
     for s in &stats {
         if let Some(v) = mem_ws(s) {
-            let _ = writeln!(out, "container_memory_working_set_bytes{{container=\"{}\",namespace=\"{}\",pod=\"{}\"}} {v} {ms}", esc(container_name(s)), esc(label(s, LABEL_POD_NAMESPACE)), esc(label(s, LABEL_POD_NAME)));
+            let _ = writeln!(
+                out,
+                "container_memory_working_set_bytes{{container=\"{}\",namespace=\"{}\",pod=\"{}\"}} {v} {ms}",
+                esc(container_name(s)),
+                esc(label(s, LABEL_POD_NAMESPACE)),
+                esc(label(s, LABEL_POD_NAME))
+            );
         }
     }
-    let _ = writeln!(out, "# HELP scrape_error [ALPHA] 1 if there was an error while getting container metrics, 0 otherwise");
+    let _ = writeln!(
+        out,
+        "# HELP scrape_error [ALPHA] 1 if there was an error while getting container metrics, 0 otherwise"
+    );
     let _ = writeln!(out, "# TYPE scrape_error gauge");
     let _ = writeln!(out, "scrape_error 0");
     prom(&out)
@@ -309,9 +361,15 @@ mod tests {
     #[test]
     fn parses_proc_files() {
         let stat = "cpu  100 20 30 5000 40 1 2 3 0 0\ncpu0 1 2 3 4\n";
-        assert_eq!(parse_proc_stat(stat), Some((100 + 20 + 30 + 1 + 2 + 3) * 10_000_000));
+        assert_eq!(
+            parse_proc_stat(stat),
+            Some((100 + 20 + 30 + 1 + 2 + 3) * 10_000_000)
+        );
         let mem = "MemTotal:       2048 kB\nMemFree:         512 kB\nMemAvailable:   1024 kB\n";
-        assert_eq!(parse_meminfo(mem), Some((2048 * 1024, 1024 * 1024, 512 * 1024)));
+        assert_eq!(
+            parse_meminfo(mem),
+            Some((2048 * 1024, 1024 * 1024, 512 * 1024))
+        );
         assert_eq!(parse_meminfo("nothing"), None);
     }
 

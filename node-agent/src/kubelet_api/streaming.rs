@@ -22,7 +22,10 @@ pub async fn exec(
 ) -> Resp {
     let cmd = q.all("command").to_vec();
     if cmd.is_empty() {
-        return text(StatusCode::BAD_REQUEST, "you must specify at least one command for the container");
+        return text(
+            StatusCode::BAD_REQUEST,
+            "you must specify at least one command for the container",
+        );
     }
     let c = match running_container(&state.rt, ns, pod, container).await {
         Ok(c) => c,
@@ -85,7 +88,10 @@ pub async fn port_forward(
         }
     }
     let Some(sb) = find_sandbox(&state.rt, ns, pod).await else {
-        return text(StatusCode::NOT_FOUND, format!("pod {ns}/{pod} not found on this node"));
+        return text(
+            StatusCode::NOT_FOUND,
+            format!("pod {ns}/{pod} not found on this node"),
+        );
     };
     let url = state.rt.port_forward(&sb.id, ports).await;
     relay(url, req).await
@@ -107,7 +113,8 @@ async fn relay(url: Result<String, crate::cri::CriError>, mut req: Request<Incom
         Ok(io) => io,
         Err(e) => return text(StatusCode::BAD_GATEWAY, e.to_string()),
     };
-    let client_upgrade = http_proxy::is_upgrade(req.headers()).then(|| hyper::upgrade::on(&mut req));
+    let client_upgrade =
+        http_proxy::is_upgrade(req.headers()).then(|| hyper::upgrade::on(&mut req));
     let mut up = Request::new(Empty::<bytes::Bytes>::new());
     *up.method_mut() = req.method().clone();
     *up.uri_mut() = match path.parse() {
