@@ -285,6 +285,13 @@ async fn kubectl_logs_exec_cp_port_forward_through_the_kubelet_api() {
             .await;
         assert!(err.contains("pods \"ghost\" not found"), "{v}: {err}");
 
+        // -it: script(1) gives kubectl a real terminal, so a TTY is used end to end.
+        let tty = exec_tty(&cp, v).await;
+        assert!(
+            tty.contains("/dev/pts/") && tty.contains("tty-ok"),
+            "{v}: {tty}"
+        );
+
         // cp in and out (tar over exec with stdin closed at the end).
         let local = dir.path().join(format!("in-{v}.txt"));
         std::fs::write(&local, format!("copied by kubectl {v}\n")).unwrap();
@@ -467,6 +474,32 @@ async fn unauthenticated_is_refused(addr: std::net::SocketAddr) {
             "{path}: {out}"
         );
     }
+}
+
+async fn exec_tty(cp: &ControlPlane, v: &str) -> String {
+    let kubectl = k3rs_e2e::cluster::kubectl_path(v).expect("kubectl");
+    let cmd = format!(
+        "{} --kubeconfig {} exec -it web -- sh -c 'tty; echo tty-ok'",
+        kubectl.display(),
+        cp.kubeconfig.display()
+    );
+    let out = tokio::time::timeout(
+        Duration::from_secs(60),
+        tokio::process::Command::new("script")
+            .args(["-qec", &cmd, "/dev/null"])
+            .env("HOME", cp.dir.path())
+            .stdin(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .expect("kubectl exec -it timed out")
+    .expect("script");
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
 }
 
 async fn port_forward(cp: &ControlPlane, v: &str) {

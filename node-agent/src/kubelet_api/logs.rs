@@ -205,7 +205,7 @@ pub async fn stream(
             Ok(0) => {
                 idle += 1;
                 // Check the container every ~2s of silence.
-                if idle % 10 == 0 && !running().await {
+                if idle.is_multiple_of(10) && !running().await {
                     return;
                 }
                 continue;

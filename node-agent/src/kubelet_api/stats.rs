@@ -60,9 +60,8 @@ pub fn parse_meminfo(s: &str) -> Option<(u64, u64, u64)> {
 }
 
 pub fn node_usage() -> NodeUsage {
-    let mut u = NodeUsage::default();
     // cgroup v1 accounts the whole machine at its root; /proc/stat otherwise.
-    u.cpu_core_nanoseconds = std::fs::read_to_string("/sys/fs/cgroup/cpuacct/cpuacct.usage")
+    let cpu_core_nanoseconds = std::fs::read_to_string("/sys/fs/cgroup/cpuacct/cpuacct.usage")
         .ok()
         .and_then(|s| s.trim().parse().ok())
         .or_else(|| {
@@ -71,6 +70,10 @@ pub fn node_usage() -> NodeUsage {
                 .and_then(|s| parse_proc_stat(&s))
         })
         .unwrap_or(0);
+    let mut u = NodeUsage {
+        cpu_core_nanoseconds,
+        ..Default::default()
+    };
     if let Some((t, a, f)) = std::fs::read_to_string("/proc/meminfo")
         .ok()
         .and_then(|s| parse_meminfo(&s))
