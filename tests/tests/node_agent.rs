@@ -25,6 +25,9 @@ fn agent_config(cp: &ControlPlane, ctd: &Containerd, dir: &Path) -> k3rs_node_ag
     c.pod_cidr = Some(POD_CIDR.into());
     c.cni_conf_dir = ctd.cni_conf_dir.clone();
     c.healthz_addr = None;
+    // The kubelet API on a free loopback port: 10250 may be taken on this host.
+    c.bind_address = std::net::IpAddr::from([127, 0, 0, 1]);
+    c.port = 0;
     c
 }
 
