@@ -17,6 +17,7 @@ pub struct Pki {
     pub serving_key: PathBuf,
     pub client_ca: PathBuf,
     pub admin_kubeconfig: PathBuf,
+    pub kubelet_client: crate::proxy::KubeletClientConfig,
     ca_pem: String,
     admin: k3rs_common::pki::CertKey,
 }
@@ -92,12 +93,33 @@ pub fn ensure_pki(config: &Config) -> Result<Pki, Error> {
         90,
     )?;
     let admin_kubeconfig = dir.join(layout::ADMIN_KUBECONFIG);
+    let mut kubelet_client = config.kubelet_client.clone();
+    if kubelet_client.cert_file.is_none() {
+        // What upstream calls apiserver-kubelet-client: kubelets authorize it
+        // by its system:masters group.
+        ca.load_or_issue(
+            dir,
+            crate::proxy::KUBELET_CLIENT,
+            &CertSpec {
+                common_name: "system:kube-apiserver".into(),
+                organizations: vec!["system:masters".into()],
+                client: true,
+                validity_days: 365,
+                ..Default::default()
+            },
+            90,
+        )?;
+        let (c, k) = crate::proxy::default_client_files(dir);
+        kubelet_client.cert_file = Some(c);
+        kubelet_client.key_file = Some(k);
+    }
     Ok(Pki {
         ca_cert,
         serving_cert,
         serving_key,
         client_ca,
         admin_kubeconfig,
+        kubelet_client,
         ca_pem: ca.cert_pem.clone(),
         admin,
     })

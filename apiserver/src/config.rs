@@ -73,6 +73,23 @@ pub struct Cli {
         default_value = "10.43.0.0/16"
     )]
     pub service_cluster_ip_range: String,
+    /// Client certificate the API server presents to kubelets (default:
+    /// `<cert-dir>/client-kube-apiserver.crt`, issued by the cluster CA).
+    #[arg(
+        long,
+        env = "K3RS_KUBELET_CLIENT_CERTIFICATE",
+        requires = "kubelet_client_key"
+    )]
+    pub kubelet_client_certificate: Option<PathBuf>,
+    #[arg(
+        long,
+        env = "K3RS_KUBELET_CLIENT_KEY",
+        requires = "kubelet_client_certificate"
+    )]
+    pub kubelet_client_key: Option<PathBuf>,
+    /// CA that signs kubelet serving certificates; without it they are not verified.
+    #[arg(long, env = "K3RS_KUBELET_CERTIFICATE_AUTHORITY")]
+    pub kubelet_certificate_authority: Option<PathBuf>,
     #[arg(long, env = "K3RS_AUTHORIZATION_MODE", default_value = "AlwaysAllow")]
     pub authorization_mode: String,
     #[arg(long, env = "K3RS_LOG_FORMAT", default_value = "text")]
@@ -99,6 +116,7 @@ pub struct Config {
     pub sa_key_file: Option<PathBuf>,
     pub sa_signing_key_file: Option<PathBuf>,
     pub sa_issuer: String,
+    pub kubelet_client: crate::proxy::KubeletClientConfig,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -177,6 +195,11 @@ impl Cli {
             sa_key_file: self.service_account_key_file,
             sa_signing_key_file: self.service_account_signing_key_file,
             sa_issuer: self.service_account_issuer,
+            kubelet_client: crate::proxy::KubeletClientConfig {
+                cert_file: self.kubelet_client_certificate,
+                key_file: self.kubelet_client_key,
+                ca_file: self.kubelet_certificate_authority,
+            },
         })
     }
 }

@@ -17,6 +17,7 @@ pub mod managed_fields;
 pub mod metrics;
 pub mod object;
 pub mod openapi;
+pub mod proxy;
 pub mod request;
 pub mod resources;
 pub mod rest;
@@ -80,6 +81,8 @@ pub struct Api {
     pub advertise: String,
     pub ranges: allocator::ServiceRanges,
     pub sa: serviceaccount::Issuer,
+    /// TLS for the kubelet API (logs, exec, attach, port-forward, node proxy).
+    pub kubelet_tls: Arc<rustls::ClientConfig>,
 }
 
 impl Api {
@@ -120,6 +123,7 @@ pub async fn start(config: Config) -> Result<Server, Error> {
         false,
         &[b"h2", b"http/1.1"],
     )?;
+    let kubelet_tls = pki.kubelet_client.tls()?;
     let tokens = match &config.token_auth_file {
         Some(p) => TokenAuthenticator::load(p)?,
         None => TokenAuthenticator::default(),
@@ -156,6 +160,7 @@ pub async fn start(config: Config) -> Result<Server, Error> {
         advertise: format!("{}:{}", config.advertise, local_addr.port()),
         ranges: ranges.clone(),
         sa,
+        kubelet_tls,
     });
     tasks.push(tokio::spawn(allocator::run_repair(
         store.clone(),

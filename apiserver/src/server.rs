@@ -160,6 +160,19 @@ async fn route(
     user: &UserInfo,
     req: Request<Incoming>,
 ) -> (Resp, &'static str, String) {
+    // Node-agent subresources keep the raw request: they may upgrade it.
+    if let Some(info) = parse_path(req.uri().path())
+        && crate::proxy::handles(&info)
+        && let Some(res) = resources::find(&info.group, &info.version, &info.resource)
+    {
+        let verb = if req.method() == Method::GET {
+            "GET"
+        } else {
+            "CONNECT"
+        };
+        let resp = crate::proxy::handle(api, user, res, info, req).await;
+        return (resp, verb, res.plural.to_string());
+    }
     let (parts, body) = req.into_parts();
     let path = parts.uri.path().to_string();
     let query = Query::parse(parts.uri.query());

@@ -1,6 +1,6 @@
 //! Subresources: status, scale, binding, eviction, namespace finalize, CSR
-//! approval; the node-agent-backed ones (log, exec, attach, port-forward,
-//! proxy) answer 503 until a node agent serves them.
+//! approval. The node-agent-backed ones (log, exec, attach, port-forward,
+//! node proxy) live in `proxy`; pod and service proxy answer 503.
 
 use bytes::Bytes;
 use http::Method;
@@ -29,9 +29,11 @@ pub async fn dispatch(ctx: &Ctx<'_>, method: &Method, sub: &str, body: Bytes) ->
         ("scale", _) => scale(ctx, method, &body).await,
         ("binding", &Method::POST) => binding(ctx, &body).await,
         ("eviction", &Method::POST) => eviction(ctx, &body).await,
+        // pods/log|exec|attach|portforward and nodes/proxy are relayed by
+        // `proxy` before body parsing; what is left has no backend yet.
         ("log" | "exec" | "attach" | "portforward" | "proxy", _) => {
             Err(ApiError::unavailable(format!(
-                "{}/{sub} needs the node agent (kubelet API on port 10250), which is not available on this cluster yet",
+                "{}/{sub} is not supported by this server yet",
                 ctx.res.plural
             )))
         }

@@ -5,6 +5,7 @@
 pub mod backoff;
 pub mod cli;
 pub mod health;
+pub mod http_proxy;
 #[cfg(feature = "kube")]
 pub mod leader_election;
 pub mod logging;

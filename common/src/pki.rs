@@ -38,6 +38,9 @@ pub mod layout {
     pub const APISERVER_SERVING: &str = "serving-kube-apiserver";
     /// The admin (`system:admin`, `system:masters`) client certificate.
     pub const ADMIN_CLIENT: &str = "client-admin";
+    /// The API server's client certificate for kubelet APIs
+    /// (`system:kube-apiserver`, `system:masters`).
+    pub const APISERVER_KUBELET_CLIENT: &str = "client-kube-apiserver";
     /// The admin kubeconfig the API server writes for itself.
     pub const ADMIN_KUBECONFIG: &str = "admin.kubeconfig";
     /// The service-account signing key (PKCS#8 PEM, ECDSA P-256).

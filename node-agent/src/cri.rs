@@ -412,5 +412,60 @@ impl Runtime for CriClient {
     }
 }
 
+/// Streaming and statistics calls only the kubelet API makes; they are not
+/// part of [`Runtime`] because the pod workers never need them.
+impl CriClient {
+    /// A one-time URL on the runtime's streaming server running `cmd`.
+    pub async fn exec(&self, req: v1::ExecRequest) -> Result<String, CriError> {
+        let mut c = self.runtime.clone();
+        Ok(call("Exec", CALL_TIMEOUT, c.exec(req)).await?.url)
+    }
+
+    pub async fn attach(&self, req: v1::AttachRequest) -> Result<String, CriError> {
+        let mut c = self.runtime.clone();
+        Ok(call("Attach", CALL_TIMEOUT, c.attach(req)).await?.url)
+    }
+
+    pub async fn port_forward(
+        &self,
+        sandbox_id: &str,
+        ports: Vec<i32>,
+    ) -> Result<String, CriError> {
+        let mut c = self.runtime.clone();
+        let req = v1::PortForwardRequest {
+            pod_sandbox_id: sandbox_id.to_string(),
+            port: ports,
+        };
+        Ok(call("PortForward", CALL_TIMEOUT, c.port_forward(req))
+            .await?
+            .url)
+    }
+
+    /// Makes the runtime reopen a container's log file after a rotation.
+    pub async fn reopen_container_log(&self, id: &str) -> Result<(), CriError> {
+        let mut c = self.runtime.clone();
+        call(
+            "ReopenContainerLog",
+            CALL_TIMEOUT,
+            c.reopen_container_log(v1::ReopenContainerLogRequest {
+                container_id: id.to_string(),
+            }),
+        )
+        .await
+        .map(drop)
+    }
+
+    pub async fn list_container_stats(&self) -> Result<Vec<v1::ContainerStats>, CriError> {
+        let mut c = self.runtime.clone();
+        let r = call(
+            "ListContainerStats",
+            CALL_TIMEOUT,
+            c.list_container_stats(v1::ListContainerStatsRequest { filter: None }),
+        )
+        .await?;
+        Ok(r.stats)
+    }
+}
+
 #[path = "fake.rs"]
 pub mod fake;

@@ -10,6 +10,7 @@ pub mod cni;
 pub mod cri;
 pub mod dns;
 pub mod env;
+pub mod kubelet_api;
 pub mod node;
 pub mod pod_status;
 pub mod pod_sync;
@@ -61,6 +62,8 @@ pub enum Error {
     },
     #[error("bad --pod-cidr {0:?}")]
     PodCidr(String),
+    #[error(transparent)]
+    KubeletApi(#[from] kubelet_api::Error),
 }
 
 /// Everything the agent needs; the binary fills it from flags.
@@ -83,8 +86,19 @@ pub struct Config {
     pub cni_bridge: String,
     /// `None`: the source address of the default route.
     pub node_ip: Option<IpAddr>,
-    /// The kubelet port advertised in the Node status.
+    /// The kubelet API port (advertised in the Node status; 0 picks a free
+    /// one, which is then advertised).
     pub port: u16,
+    /// The address the kubelet API listens on.
+    pub bind_address: IpAddr,
+    /// Kubelet API serving cert/key (default `<root-dir>/pki/serving-kubelet.crt/.key`).
+    pub tls_cert_file: Option<PathBuf>,
+    pub tls_private_key_file: Option<PathBuf>,
+    /// CA for kubelet API client certs (default `<root-dir>/pki/ca.crt` if present).
+    pub client_ca_file: Option<PathBuf>,
+    /// Container log rotation (`--container-log-max-size/-files`).
+    pub container_log_max_size: u64,
+    pub container_log_max_files: usize,
     /// `None` runs without a health endpoint.
     pub healthz_addr: Option<SocketAddr>,
     /// The node-local cluster DNS server.
@@ -110,6 +124,12 @@ impl Config {
             cni_bridge: cni::DEFAULT_BRIDGE.into(),
             node_ip: None,
             port: 10250,
+            bind_address: IpAddr::from([0, 0, 0, 0]),
+            tls_cert_file: None,
+            tls_private_key_file: None,
+            client_ca_file: None,
+            container_log_max_size: 10 << 20,
+            container_log_max_files: 5,
             healthz_addr: Some(SocketAddr::from(([127, 0, 0, 1], 10248))),
             // Like the proxy: the binary turns it on; in-process users opt
             // in, since it puts the cluster DNS address on a host link.
@@ -142,6 +162,17 @@ pub async fn client_from_kubeconfig(path: &std::path::Path) -> Result<kube::Clie
 pub struct Handle {
     task: JoinHandle<Result<(), Error>>,
     pub health_addr: Option<SocketAddr>,
+    /// Where the kubelet API listens.
+    pub kubelet_addr: SocketAddr,
+}
+
+/// Aborts a background task when the agent task that owns it ends.
+struct AbortOnDrop(JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 impl Handle {
@@ -181,9 +212,35 @@ async fn shutdown_signal() {
 }
 
 /// Connects, registers the node and starts the pod workers in the background.
-pub async fn start(config: Config) -> Result<Handle, Error> {
+pub async fn start(mut config: Config) -> Result<Handle, Error> {
     let client = client_from_kubeconfig(&config.kubeconfig).await?;
     let rt = Arc::new(CriClient::new(&config.container_runtime_endpoint)?);
+    let node_ip = *config.node_ip.get_or_insert_with(node::detect_node_ip);
+    let kubelet = kubelet_api::bind(
+        &kubelet_api::ServingConfig {
+            bind: SocketAddr::new(config.bind_address, config.port),
+            tls_cert_file: config.tls_cert_file.clone(),
+            tls_key_file: config.tls_private_key_file.clone(),
+            client_ca_file: config.client_ca_file.clone(),
+        },
+        &config.root_dir,
+        &config.node_name,
+        node_ip,
+    )
+    .await?;
+    let kubelet_addr = kubelet.local_addr;
+    config.port = kubelet_addr.port();
+    let kubelet_state = Arc::new(kubelet_api::State {
+        rt: rt.clone(),
+        client: client.clone(),
+        node_name: config.node_name.clone(),
+        pod_logs_dir: config.pod_logs_dir.clone(),
+        root_dir: config.root_dir.clone(),
+    });
+    let rotation = kubelet_api::logs::Rotation {
+        max_size: config.container_log_max_size,
+        max_files: config.container_log_max_files,
+    };
     let ready = k3rs_common::Readiness::default();
     let health = match config.healthz_addr {
         Some(addr) => Some(
@@ -212,9 +269,19 @@ pub async fn start(config: Config) -> Result<Handle, Error> {
     let task = tokio::spawn(async move {
         let _health = health;
         let _dns = dns.map(dns::AbortOnDrop);
+        let _kubelet = AbortOnDrop(tokio::spawn(kubelet_api::serve(kubelet, kubelet_state)));
+        let _rotation = AbortOnDrop(tokio::spawn(kubelet_api::rotate_logs(
+            rt.clone(),
+            config.pod_logs_dir.clone(),
+            rotation,
+        )));
         agent(config, client, rt, ready).await
     });
-    Ok(Handle { task, health_addr })
+    Ok(Handle {
+        task,
+        health_addr,
+        kubelet_addr,
+    })
 }
 
 async fn agent<R: Runtime>(

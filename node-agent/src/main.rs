@@ -58,11 +58,27 @@ struct Flags {
     /// The address reported as InternalIP (default: the default route's source).
     #[arg(long, env = "K3RS_NODE_IP")]
     node_ip: Option<IpAddr>,
+    /// The address the kubelet API (HTTPS) listens on.
     #[arg(long, env = "K3RS_BIND_ADDRESS", default_value = "0.0.0.0")]
     bind_address: IpAddr,
-    /// The kubelet API port advertised in the Node status.
+    /// The kubelet API port, advertised in the Node status.
     #[arg(long, env = "K3RS_PORT", default_value_t = 10250)]
     port: u16,
+    /// Kubelet API serving certificate (default: <root-dir>/pki/serving-kubelet.crt,
+    /// self-signed when missing).
+    #[arg(long, env = "K3RS_TLS_CERT_FILE", requires = "tls_private_key_file")]
+    tls_cert_file: Option<PathBuf>,
+    #[arg(long, env = "K3RS_TLS_PRIVATE_KEY_FILE", requires = "tls_cert_file")]
+    tls_private_key_file: Option<PathBuf>,
+    /// CA that signs kubelet API client certificates (default: <root-dir>/pki/ca.crt).
+    #[arg(long, env = "K3RS_CLIENT_CA_FILE")]
+    client_ca_file: Option<PathBuf>,
+    /// Rotate a container's log file when it grows past this size.
+    #[arg(long, env = "K3RS_CONTAINER_LOG_MAX_SIZE", default_value = "10Mi", value_parser = parse_log_size)]
+    container_log_max_size: u64,
+    /// Log files kept per container, the live one included.
+    #[arg(long, env = "K3RS_CONTAINER_LOG_MAX_FILES", default_value_t = 5, value_parser = clap::value_parser!(u16).range(2..))]
+    container_log_max_files: u16,
     /// Port of the health endpoint on 127.0.0.1; 0 disables it.
     #[arg(long, env = "K3RS_HEALTHZ_PORT", default_value_t = 10248)]
     healthz_port: u16,
@@ -95,6 +111,12 @@ struct Flags {
     verbose: u8,
 }
 
+fn parse_log_size(s: &str) -> Result<u64, String> {
+    k3rs_node_agent::kubelet_api::logs::parse_size(s)
+        .filter(|n| *n > 0)
+        .ok_or_else(|| format!("{s:?} is not a size such as 10Mi"))
+}
+
 fn main() -> ExitCode {
     let flags: Flags = k3rs_common::cli::parse_or_exit("k3rs-node-agent");
     k3rs_common::logging::init(flags.log_format, flags.verbose);
@@ -120,11 +142,16 @@ fn main() -> ExitCode {
     config.dns.listen = flags.cluster_dns_listen;
     config.dns.resolv_conf = flags.resolv_conf;
     config.dns.upstreams = flags.cluster_dns_upstream;
-    let _ = flags.bind_address;
     config.proxy = (!flags.disable_kube_proxy).then(|| k3rs_node_agent::proxy::ProxyConfig {
         mode: flags.proxy_mode,
         ..Default::default()
     });
+    config.bind_address = flags.bind_address;
+    config.tls_cert_file = flags.tls_cert_file;
+    config.tls_private_key_file = flags.tls_private_key_file;
+    config.client_ca_file = flags.client_ca_file;
+    config.container_log_max_size = flags.container_log_max_size;
+    config.container_log_max_files = usize::from(flags.container_log_max_files);
     config.healthz_addr =
         (flags.healthz_port != 0).then(|| SocketAddr::from(([127, 0, 0, 1], flags.healthz_port)));
     let rt = match tokio::runtime::Runtime::new() {

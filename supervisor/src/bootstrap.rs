@@ -268,6 +268,29 @@ fn ensure_tokens(config: &ServerConfig, paths: &Paths, ca: &Ca) -> Result<Token,
     Ok(token)
 }
 
+/// The API server's client certificate for kubelet APIs
+/// (`--kubelet-client-certificate/-key`), the same spec the API server's own
+/// bootstrap uses; returns the cert and key paths.
+pub fn apiserver_kubelet_client(ca: &Ca, tls: &Path) -> Result<(PathBuf, PathBuf), BootstrapError> {
+    let name = layout::APISERVER_KUBELET_CLIENT;
+    ca.load_or_issue(
+        tls,
+        name,
+        &CertSpec {
+            common_name: "system:kube-apiserver".into(),
+            organizations: vec!["system:masters".into()],
+            client: true,
+            validity_days: LEAF_VALIDITY_DAYS,
+            ..Default::default()
+        },
+        RENEW_DAYS,
+    )?;
+    Ok((
+        tls.join(format!("{name}.crt")),
+        tls.join(format!("{name}.key")),
+    ))
+}
+
 /// Deletes the leaf certificates (never the CA or the service-account key)
 /// and issues the admin certificate and kubeconfig again. The API server
 /// issues its serving certificate when it next starts.

@@ -295,6 +295,7 @@ pub fn etcd_servers(config: &ServerConfig) -> Result<String, ComponentError> {
 fn apiserver(ctx: &Context) -> Result<DaemonSpec, ComponentError> {
     let c = ctx.config;
     let paths = &ctx.boot.paths;
+    let (kubelet_crt, kubelet_key) = bootstrap::apiserver_kubelet_client(&ctx.boot.ca, &paths.tls)?;
     let args = common(c)
         .set("etcd-servers", etcd_servers(c)?)
         .set("secure-port", c.https_listen_port)
@@ -306,6 +307,9 @@ fn apiserver(ctx: &Context) -> Result<DaemonSpec, ComponentError> {
             paths.service_account_key.display(),
         )
         .set("service-cluster-ip-range", &c.service_cidr)
+        .set("kubelet-client-certificate", kubelet_crt.display())
+        .set("kubelet-client-key", kubelet_key.display())
+        .set("kubelet-certificate-authority", paths.ca_cert.display())
         .with_overrides(&c.kube_apiserver_arg);
     let port = match args.get("secure-port") {
         Some(p) => p

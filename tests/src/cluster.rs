@@ -34,6 +34,8 @@ impl ControlPlane {
     }
 
     async fn start_in(etcd: &str, dir: tempfile::TempDir) -> Result<Self> {
+        let tls = dir.path().join("tls");
+        let (kubelet_crt, kubelet_key, ca) = kubelet_client_files(&tls)?;
         let cli = <k3rs_apiserver::Cli as clap::Parser>::try_parse_from([
             "k3rs-apiserver",
             "--etcd-servers",
@@ -43,7 +45,13 @@ impl ControlPlane {
             "--secure-port",
             "0",
             "--cert-dir",
-            &dir.path().join("tls").display().to_string(),
+            &tls.display().to_string(),
+            "--kubelet-client-certificate",
+            &kubelet_crt.display().to_string(),
+            "--kubelet-client-key",
+            &kubelet_key.display().to_string(),
+            "--kubelet-certificate-authority",
+            &ca.display().to_string(),
         ])?;
         let config = cli.into_config()?;
         let api = k3rs_apiserver::start(config).await?;
@@ -80,6 +88,32 @@ impl ControlPlane {
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+    }
+
+    /// A kubelet serving certificate for `node` at `ip`, signed by this
+    /// cluster's CA (what the join flow hands a node agent), written as
+    /// `<dir>/serving-kubelet.crt/.key`.
+    pub fn issue_kubelet_serving(
+        &self,
+        node: &str,
+        ip: std::net::IpAddr,
+        dir: &Path,
+    ) -> Result<(PathBuf, PathBuf)> {
+        let ca = cluster_ca(&self.dir.path().join("tls"))?;
+        std::fs::create_dir_all(dir)?;
+        let spec = k3rs_common::pki::CertSpec {
+            common_name: node.to_string(),
+            dns_names: vec![node.to_string()],
+            ip_addresses: vec![ip],
+            server: true,
+            validity_days: 30,
+            ..Default::default()
+        };
+        ca.load_or_issue(dir, "serving-kubelet", &spec, 1)?;
+        Ok((
+            dir.join("serving-kubelet.crt"),
+            dir.join("serving-kubelet.key"),
+        ))
     }
 
     /// Runs kubectl `version` ("1.32", "1.33", ...) with the admin kubeconfig.
@@ -165,6 +199,37 @@ impl ControlPlane {
     pub fn shutdown(self) {
         self.api.shutdown();
     }
+}
+
+/// The cluster CA in a cert dir (created here first, the apiserver reuses it).
+fn cluster_ca(tls: &Path) -> Result<k3rs_common::pki::Ca> {
+    use k3rs_common::pki::{Ca, layout};
+    std::fs::create_dir_all(tls)?;
+    Ok(Ca::load_or_generate(
+        tls,
+        layout::SERVER_CA,
+        layout::SERVER_CA_CN,
+    )?)
+}
+
+/// The apiserver's kubelet client cert/key and the CA that verifies kubelets,
+/// as the supervisor passes them.
+fn kubelet_client_files(tls: &Path) -> Result<(PathBuf, PathBuf, PathBuf)> {
+    let ca = cluster_ca(tls)?;
+    let spec = k3rs_common::pki::CertSpec {
+        common_name: "system:kube-apiserver".into(),
+        organizations: vec!["system:masters".into()],
+        client: true,
+        validity_days: 30,
+        ..Default::default()
+    };
+    let name = k3rs_common::pki::layout::APISERVER_KUBELET_CLIENT;
+    ca.load_or_issue(tls, name, &spec, 1)?;
+    Ok((
+        tls.join(format!("{name}.crt")),
+        tls.join(format!("{name}.key")),
+        tls.join(format!("{}.crt", k3rs_common::pki::layout::SERVER_CA)),
+    ))
 }
 
 /// kubectl on the PATH answers for the version it links to.

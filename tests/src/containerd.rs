@@ -28,6 +28,11 @@ pub struct Containerd {
     child: Option<Child>,
 }
 
+fn free_port() -> Result<u16> {
+    let l = std::net::TcpListener::bind("127.0.0.1:0")?;
+    Ok(l.local_addr()?.port())
+}
+
 fn require(path: &str, package: &str) -> Result<()> {
     if !Path::new(path).exists() {
         bail!("{path} is missing: install the Debian package {package} (scripts/setup.sh)");
@@ -81,7 +86,9 @@ disabled_plugins = []
 [plugins."io.containerd.grpc.v1.cri"]
   sandbox_image = "{PAUSE_IMAGE}"
   stream_server_address = "127.0.0.1"
-  stream_server_port = "0"
+  # containerd hands out streaming URLs with the configured port, so "0"
+  # would produce unusable ones: pick a free port now.
+  stream_server_port = "{stream_port}"
   # This machine may not let us lower OOM scores (nested containers):
   # never ask for less than containerd's own.
   restrict_oom_score_adj = true
@@ -98,6 +105,7 @@ disabled_plugins = []
     conf_dir = "{d}/cni"
 "#,
             root = d.join("root").display(),
+            stream_port = free_port()?,
             state = d.join("state").display(),
             d = d.display(),
         );
@@ -391,7 +399,7 @@ fn busybox_layer() -> Result<Vec<u8>> {
     for applet in [
         "sh", "sleep", "echo", "cat", "env", "ls", "true", "false", "hostname", "ip", "wget", "nc",
         "grep", "test", "head", "tail", "wc", "sed", "tr", "printf", "date", "mkdir", "touch",
-        "kill", "ps", "id",
+        "kill", "ps", "id", "tar", "httpd", "rm", "mv",
     ] {
         let mut h = tar::Header::new_gnu();
         h.set_entry_type(tar::EntryType::Symlink);

@@ -29,6 +29,9 @@ fn agent_config(cp: &ControlPlane, ctd: &Containerd, dir: &Path) -> k3rs_node_ag
     // Tests run side by side: each node gets its own bridge.
     c.cni_bridge = BRIDGE.into();
     c.healthz_addr = None;
+    // The kubelet API on a free loopback port: 10250 may be taken on this host.
+    c.bind_address = std::net::IpAddr::from([127, 0, 0, 1]);
+    c.port = 0;
     c
 }
 
