@@ -12,6 +12,7 @@ pub mod node;
 pub mod pod_status;
 pub mod pod_sync;
 pub mod pod_worker;
+pub mod probe;
 pub mod resources;
 pub mod sandbox;
 pub mod volumes;

@@ -56,6 +56,8 @@ pub struct Observed {
     pub containers: HashMap<String, Vec<ContainerStatus>>,
     /// Why a container is not running (reason, message).
     pub waiting: HashMap<String, (String, String)>,
+    /// What the probes say, per container ID (absent: not probed yet).
+    pub health: HashMap<String, crate::probe::Health>,
 }
 
 impl Observed {

@@ -17,6 +17,7 @@ use crate::cri::Runtime;
 use crate::env::{self, Lookups, Source};
 use crate::pod_status;
 use crate::pod_sync::{self, Inputs, PodEvent, Syncer};
+use crate::probe::Prober;
 use crate::sandbox::{self, PodDefaults};
 
 /// How often a pod's containers are looked at when nothing else happens
@@ -51,6 +52,7 @@ pub async fn run<R: Runtime>(shared: Arc<Shared<R>>, mut rx: watch::Receiver<Opt
     let mut last_status: Option<PodStatus> = None;
     let mut sent_events: BTreeMap<String, ()> = BTreeMap::new();
     let mut cached: Option<CachedInputs> = None;
+    let mut prober = Prober::new();
     let mut known_uid = String::new();
     loop {
         let current = rx.borrow_and_update().clone();
@@ -86,6 +88,7 @@ pub async fn run<R: Runtime>(shared: Arc<Shared<R>>, mut rx: watch::Receiver<Opt
                         &mut last_status,
                         &mut sent_events,
                         &mut cached,
+                        &mut prober,
                     )
                     .await
                 }
@@ -116,6 +119,7 @@ async fn sync_once<R: Runtime>(
     last_status: &mut Option<PodStatus>,
     sent_events: &mut BTreeMap<String, ()>,
     cached: &mut Option<CachedInputs>,
+    prober: &mut Prober,
 ) -> Duration {
     // The spec's generation, not the resourceVersion: our own status writes
     // bump the latter and must not trigger a re-read of everything.
@@ -145,13 +149,23 @@ async fn sync_once<R: Runtime>(
         cgroup_parent: cgroup_parent(&uid),
         now_nanos: chrono::Utc::now().timestamp_nanos_opt().unwrap_or_default(),
     };
-    let outcome = match syncer.sync(pod, &inputs).await {
+    let mut outcome = match syncer.sync(pod, &inputs).await {
         Ok(o) => o,
         Err(e) => {
             tracing::warn!(pod = %key(pod), error = %e, "syncing pod");
             return Duration::from_secs(2);
         }
     };
+    let probed = prober
+        .run(
+            shared.rt.as_ref(),
+            pod,
+            &outcome.observed,
+            chrono::Utc::now().timestamp_nanos_opt().unwrap_or_default(),
+        )
+        .await;
+    outcome.observed.health = probed.health;
+    outcome.events.extend(probed.events);
     for ev in &outcome.events {
         // BackOff repeats every pass; the recorder aggregates, but keep the noise down.
         let k = format!("{}{}{:?}", ev.reason, ev.note, ev.field_path);
@@ -204,6 +218,26 @@ async fn sync_once<R: Runtime>(
             Ok(_) => *last_status = Some(status),
             Err(e) => tracing::warn!(pod = %key(pod), error = %e, "writing pod status"),
         }
+    }
+    // Restarts asked for by failed liveness/startup probes: the container
+    // stops here (within its grace period) and the next pass starts it again
+    // under the pod's restart policy and back-off.
+    for kill in &probed.kills {
+        let ev = PodEvent {
+            warning: false,
+            reason: "Killing",
+            note: kill.message(),
+            field_path: Some(format!("spec.containers{{{}}}", kill.name)),
+        };
+        publish(shared, pod, &ev).await;
+        if let Err(e) = shared.rt.stop_container(&kill.container_id, kill.grace).await
+            && !e.is_not_found()
+        {
+            tracing::warn!(pod = %key(pod), container = %kill.name, error = %e, "stopping an unhealthy container");
+        }
+    }
+    if !probed.kills.is_empty() {
+        return Duration::from_millis(200);
     }
     outcome
         .wake_after

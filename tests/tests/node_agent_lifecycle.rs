@@ -1,0 +1,390 @@
+//! Pod lifecycle in k3rs-node-agent end to end: probes (exec, httpGet,
+//! tcpSocket; startup, liveness, readiness) against busybox pods on a
+//! private containerd, with a real apiserver + datastore and kubectl as the
+//! user. Needs root and the packages scripts/setup.sh installs.
+//!
+//! One test drives every scenario: they share one containerd and the node's
+//! `cni0` bridge, which parallel tests would fight over. The pods of a
+//! scenario run side by side to keep the wall time down.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use k3rs_e2e::cluster::ControlPlane;
+use k3rs_e2e::containerd::{BUSYBOX_IMAGE, Containerd};
+use k3rs_e2e::{Backend, TestStore};
+
+const NODE: &str = "k3rs-podlife-e2e";
+const POD_CIDR: &str = "10.244.83.0/24";
+const V: &str = "1.33";
+
+fn agent_config(cp: &ControlPlane, ctd: &Containerd, dir: &Path) -> k3rs_node_agent::Config {
+    let mut c = k3rs_node_agent::Config::new(cp.kubeconfig.clone(), NODE.into());
+    c.container_runtime_endpoint = ctd.endpoint();
+    c.root_dir = dir.join("agent");
+    c.pod_logs_dir = dir.join("pods-logs");
+    c.pod_cidr = Some(POD_CIDR.into());
+    c.cni_conf_dir = ctd.cni_conf_dir.clone();
+    c.healthz_addr = None;
+    c
+}
+
+async fn jsonpath(cp: &ControlPlane, what: &[&str], path: &str) -> String {
+    let mut args = vec!["get"];
+    args.extend_from_slice(what);
+    let jp = format!("jsonpath={path}");
+    args.extend_from_slice(&["-o", &jp]);
+    let out = cp.kubectl_raw(V, &args).await.expect("kubectl");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+async fn events_of(cp: &ControlPlane, pod: &str) -> String {
+    let sel = format!("involvedObject.name={pod}");
+    cp.kubectl(V, &["get", "events", "--field-selector", &sel])
+        .await
+}
+
+/// Polls `f` until it returns Some; on timeout prints the pods, events and
+/// containerd's log, then fails with `what`.
+async fn wait_for<T, F, Fut>(
+    cp: &ControlPlane,
+    ctd: &Containerd,
+    what: &str,
+    timeout: Duration,
+    mut f: F,
+) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        if Instant::now() > deadline {
+            let pods = cp
+                .kubectl_raw(V, &["get", "pods", "-o", "yaml"])
+                .await
+                .unwrap();
+            let events = cp.kubectl_raw(V, &["get", "events", "-A"]).await.unwrap();
+            let log = ctd.log();
+            let tail: Vec<&str> = log.lines().rev().take(40).collect();
+            panic!(
+                "timed out waiting for {what}\npods:\n{}\nevents:\n{}{}\ncontainerd log (newest first):\n{}",
+                String::from_utf8_lossy(&pods.stdout),
+                String::from_utf8_lossy(&events.stdout),
+                String::from_utf8_lossy(&events.stderr),
+                tail.join("\n")
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
+fn pod(name: &str, grace: u32, containers: &str) -> String {
+    format!(
+        r#"apiVersion: v1
+kind: Pod
+metadata:
+  name: {name}
+spec:
+  nodeName: {NODE}
+  terminationGracePeriodSeconds: {grace}
+  containers:
+{containers}"#
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn node_agent_pod_lifecycle() {
+    let store = TestStore::start(Backend::Sqlite).await.expect("datastore");
+    let cp = ControlPlane::start(store.endpoint())
+        .await
+        .expect("apiserver");
+    let ctd = Containerd::start().await.expect("containerd");
+    let dir = tempfile::tempdir().unwrap();
+    let agent = k3rs_node_agent::start(agent_config(&cp, &ctd, dir.path()))
+        .await
+        .expect("start agent");
+    wait_for(&cp, &ctd, "node Ready", Duration::from_secs(60), || async {
+        let s = jsonpath(
+            &cp,
+            &["node", NODE],
+            "{.status.conditions[?(@.type==\"Ready\")].status}",
+        )
+        .await;
+        (s == "True").then_some(())
+    })
+    .await;
+    // What the controller manager would publish; the pods' token volume needs both.
+    cp.kubectl(V, &["create", "serviceaccount", "default"])
+        .await;
+    let ca = format!("--from-file=ca.crt={}", cp.api.ca_file.display());
+    cp.kubectl(V, &["create", "configmap", "kube-root-ca.crt", &ca])
+        .await;
+
+    // --- Probes. All pods start at once; each is checked below.
+    // `ready`: an exec readiness probe passes only once the app wrote its file.
+    let ready = pod(
+        "ready",
+        1,
+        &format!(
+            r#"  - name: app
+    image: {BUSYBOX_IMAGE}
+    command: ["sh", "-c", "sleep 6; touch /tmp/ready; sleep 3600"]
+    readinessProbe:
+      exec: {{command: ["cat", "/tmp/ready"]}}
+      periodSeconds: 1
+"#
+        ),
+    );
+    // `live`: healthy for a few seconds, then the exec liveness probe fails
+    // and the container is restarted.
+    let live = pod(
+        "live",
+        1,
+        &format!(
+            r#"  - name: app
+    image: {BUSYBOX_IMAGE}
+    command: ["sh", "-c", "touch /tmp/healthy; sleep 4; rm /tmp/healthy; sleep 3600"]
+    livenessProbe:
+      exec: {{command: ["cat", "/tmp/healthy"]}}
+      periodSeconds: 1
+      failureThreshold: 2
+"#
+        ),
+    );
+    // `web`: busybox httpd; httpGet readiness with a header and a named
+    // port, tcpSocket liveness on the same port (passes), and a second
+    // container whose httpGet readiness gets a 404 (never ready).
+    let web = pod(
+        "web",
+        1,
+        &format!(
+            r#"  - name: server
+    image: {BUSYBOX_IMAGE}
+    command: ["sh", "-c", "mkdir -p /www && echo ok > /www/healthz && exec httpd -f -p 8080 -h /www"]
+    ports: [{{name: http, containerPort: 8080}}]
+    readinessProbe:
+      httpGet: {{path: /healthz, port: http, httpHeaders: [{{name: X-Probe, value: k3rs}}]}}
+      periodSeconds: 1
+    livenessProbe:
+      tcpSocket: {{port: 8080}}
+      periodSeconds: 1
+  - name: sidecar
+    image: {BUSYBOX_IMAGE}
+    command: ["sleep", "3600"]
+    readinessProbe:
+      httpGet: {{path: /missing, port: 8080}}
+      periodSeconds: 1
+"#
+        ),
+    );
+    // `slow`: a startup probe that never passes; liveness (which would pass)
+    // is never run, and the container is restarted for the startup probe.
+    let slow = pod(
+        "slow",
+        1,
+        &format!(
+            r#"  - name: app
+    image: {BUSYBOX_IMAGE}
+    command: ["sleep", "3600"]
+    startupProbe:
+      tcpSocket: {{port: 9999}}
+      periodSeconds: 1
+      failureThreshold: 3
+    livenessProbe:
+      exec: {{command: ["true"]}}
+      periodSeconds: 1
+"#
+        ),
+    );
+    for p in [&ready, &live, &web, &slow] {
+        cp.kubectl_in(V, &["apply", "-f", "-"], Some(p)).await;
+    }
+
+    // ready: Running but 0/1 until the file exists, then 1/1 with Ready=True.
+    wait_for(
+        &cp,
+        &ctd,
+        "ready Running and unready",
+        Duration::from_secs(90),
+        || async {
+            let s = jsonpath(
+                &cp,
+                &["pod", "ready"],
+                "{.status.phase} {.status.containerStatuses[0].ready} {.status.conditions[?(@.type==\"Ready\")].status}",
+            )
+            .await;
+            (s == "Running false False").then_some(())
+        },
+    )
+    .await;
+    let row = cp
+        .kubectl(V, &["get", "pod", "ready", "--no-headers"])
+        .await;
+    assert!(row.contains("0/1") && row.contains("Running"), "{row}");
+    let reason = jsonpath(
+        &cp,
+        &["pod", "ready"],
+        "{.status.conditions[?(@.type==\"ContainersReady\")].reason}",
+    )
+    .await;
+    assert_eq!(reason, "ContainersNotReady");
+    let events = events_of(&cp, "ready").await;
+    assert!(
+        events.contains("Readiness probe failed: cat: can't open '/tmp/ready'"),
+        "{events}"
+    );
+    wait_for(&cp, &ctd, "ready Ready", Duration::from_secs(30), || async {
+        let s = jsonpath(
+            &cp,
+            &["pod", "ready"],
+            "{.status.containerStatuses[0].ready} {.status.conditions[?(@.type==\"Ready\")].status} {.status.conditions[?(@.type==\"ContainersReady\")].status}",
+        )
+        .await;
+        (s == "true True True").then_some(())
+    })
+    .await;
+    let row = cp
+        .kubectl(V, &["get", "pod", "ready", "--no-headers"])
+        .await;
+    assert!(row.contains("1/1"), "{row}");
+    let restarts = jsonpath(
+        &cp,
+        &["pod", "ready"],
+        "{.status.containerStatuses[0].restartCount}",
+    )
+    .await;
+    assert_eq!(restarts, "0", "readiness failures never restart");
+
+    // live: Unhealthy + Killing events, then a restart; the killed instance
+    // shows in lastState.
+    wait_for(
+        &cp,
+        &ctd,
+        "live restarted",
+        Duration::from_secs(90),
+        || async {
+            let s = jsonpath(
+                &cp,
+                &["pod", "live"],
+                "{.status.containerStatuses[0].restartCount}",
+            )
+            .await;
+            (s.parse::<u32>().unwrap_or(0) >= 1).then_some(())
+        },
+    )
+    .await;
+    let events = events_of(&cp, "live").await;
+    assert!(
+        events.contains("Liveness probe failed: cat: can't open '/tmp/healthy'"),
+        "{events}"
+    );
+    assert!(events.contains("Unhealthy"), "{events}");
+    assert!(
+        events.contains("Container app failed liveness probe, will be restarted"),
+        "{events}"
+    );
+    assert!(events.contains("Killing"), "{events}");
+    let last = jsonpath(
+        &cp,
+        &["pod", "live"],
+        "{.status.containerStatuses[0].lastState.terminated.exitCode}",
+    )
+    .await;
+    // sleep as PID 1 ignores SIGTERM: SIGKILL after the 1 s grace period.
+    assert_eq!(last, "137");
+
+    // web: the server turns ready through its httpGet probe, the tcpSocket
+    // liveness keeps passing; the sidecar's 404 keeps the pod unready.
+    wait_for(
+        &cp,
+        &ctd,
+        "web server ready",
+        Duration::from_secs(60),
+        || async {
+            let s = jsonpath(
+                &cp,
+                &["pod", "web"],
+                "{.status.containerStatuses[?(@.name==\"server\")].ready} {.status.containerStatuses[?(@.name==\"sidecar\")].started}",
+            )
+            .await;
+            (s == "true true").then_some(())
+        },
+    )
+    .await;
+    // Give the sidecar's failing probe and the liveness probe a few periods.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let s = jsonpath(
+        &cp,
+        &["pod", "web"],
+        "{.status.containerStatuses[?(@.name==\"sidecar\")].ready} {.status.conditions[?(@.type==\"Ready\")].status} {.status.containerStatuses[?(@.name==\"server\")].restartCount}",
+    )
+    .await;
+    assert_eq!(s, "false False 0");
+    let msg = jsonpath(
+        &cp,
+        &["pod", "web"],
+        "{.status.conditions[?(@.type==\"Ready\")].message}",
+    )
+    .await;
+    assert_eq!(msg, "containers with unready status: [sidecar]");
+    let row = cp.kubectl(V, &["get", "pod", "web", "--no-headers"]).await;
+    assert!(row.contains("1/2") && row.contains("Running"), "{row}");
+    let events = events_of(&cp, "web").await;
+    assert!(
+        events.contains("Readiness probe failed: HTTP probe failed with statuscode: 404"),
+        "{events}"
+    );
+    assert!(!events.contains("Liveness probe failed"), "{events}");
+
+    // slow: never started, so never ready and never liveness-probed; then
+    // restarted for its startup probe.
+    wait_for(
+        &cp,
+        &ctd,
+        "slow restarted",
+        Duration::from_secs(90),
+        || async {
+            let s = jsonpath(
+                &cp,
+                &["pod", "slow"],
+                "{.status.containerStatuses[0].restartCount}",
+            )
+            .await;
+            (s.parse::<u32>().unwrap_or(0) >= 1).then_some(())
+        },
+    )
+    .await;
+    let s = jsonpath(
+        &cp,
+        &["pod", "slow"],
+        "{.status.containerStatuses[0].ready}",
+    )
+    .await;
+    assert_eq!(s, "false");
+    let events = events_of(&cp, "slow").await;
+    assert!(
+        events.contains("Startup probe failed: dial tcp 10.244.83."),
+        "{events}"
+    );
+    assert!(events.contains(":9999: connect: connection refused"), "{events}");
+    assert!(
+        events.contains("Container app failed startup probe, will be restarted"),
+        "{events}"
+    );
+
+    for p in ["ready", "live", "web", "slow"] {
+        cp.kubectl(
+            V,
+            &["delete", "pod", p, "--wait=true", "--timeout=60s"],
+        )
+        .await;
+    }
+    agent.stop().await;
+    drop(ctd);
+    cp.shutdown();
+    drop(store);
+}
