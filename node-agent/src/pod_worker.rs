@@ -43,9 +43,8 @@ pub struct Shared<R> {
     pub volumes: crate::volumes::Volumes,
 }
 
-fn cgroup_parent(uid: &str) -> String {
-    format!("/k3rs/pod{uid}")
-}
+/// Where the cgroup hierarchies are mounted.
+const CGROUP_ROOT: &str = "/sys/fs/cgroup";
 
 /// Runs until the pod is gone (deleted and cleaned up) or `rx` closes (agent stopping).
 pub async fn run<R: Runtime>(shared: Arc<Shared<R>>, mut rx: watch::Receiver<Option<Pod>>) {
@@ -142,11 +141,10 @@ async fn sync_once<R: Runtime>(
     let Some(inputs) = cached.as_ref().map(|c| c.inputs.clone()) else {
         return RESYNC;
     };
-    let uid = sandbox::pod_uid(pod);
     let syncer = Syncer {
         rt: shared.rt.as_ref(),
         defaults: &shared.defaults,
-        cgroup_parent: cgroup_parent(&uid),
+        cgroup_parent: crate::resources::pod_cgroup(pod),
         now_nanos: chrono::Utc::now().timestamp_nanos_opt().unwrap_or_default(),
     };
     let mut outcome = match syncer.sync(pod, &inputs).await {
@@ -383,6 +381,7 @@ async fn cleanup<R: Runtime>(shared: &Shared<R>, pod: &Pod, grace: i64) -> bool 
         return false;
     }
     shared.volumes.remove(&uid);
+    crate::resources::remove_pod_cgroups(std::path::Path::new(CGROUP_ROOT), &uid);
     let api: Api<Pod> = Api::namespaced(
         shared.client.clone(),
         pod.metadata.namespace.as_deref().unwrap_or("default"),
@@ -415,6 +414,7 @@ pub async fn remove_orphan<R: Runtime>(shared: &Shared<R>, uid: &str) {
     match pod_sync::kill_pod(shared.rt.as_ref(), uid, 0, &mut events).await {
         Ok(()) => {
             shared.volumes.remove(uid);
+            crate::resources::remove_pod_cgroups(std::path::Path::new(CGROUP_ROOT), uid);
             tracing::info!(%uid, "removed the containers of a pod that no longer exists");
         }
         Err(e) => tracing::warn!(%uid, error = %e, "removing an orphaned pod"),

@@ -312,6 +312,7 @@ pub fn container_config(
                 cpu_quota,
                 cpu_shares,
                 memory_limit_in_bytes: memory,
+                oom_score_adj: crate::resources::oom_score_adj(pod, c),
                 ..Default::default()
             }),
             security_context: Some(LinuxContainerSecurityContext {

@@ -200,7 +200,52 @@ async fn node_agent_pod_lifecycle() {
 "#
         ),
     );
-    for p in [&ready, &live, &web, &slow] {
+    // --- Resources: limits reach the container's cgroups, under the
+    // kubepods hierarchy of its QoS class; past its memory limit a container
+    // is OOM-killed.
+    let report = r#"["sh", "-c", "echo cgroup=$(grep :memory: /proc/self/cgroup); echo mem=$(cat /sys/fs/cgroup/memory/memory.limit_in_bytes); echo quota=$(cat /sys/fs/cgroup/cpu/cpu.cfs_quota_us); echo shares=$(cat /sys/fs/cgroup/cpu/cpu.shares); echo oom=$(cat /proc/self/oom_score_adj); sleep 3600"]"#;
+    let guar = pod(
+        "guar",
+        1,
+        &format!(
+            r#"  - name: app
+    image: {BUSYBOX_IMAGE}
+    command: {report}
+    resources:
+      limits: {{cpu: 500m, memory: 64Mi}}
+"#
+        ),
+    );
+    let burst = pod(
+        "burst",
+        1,
+        &format!(
+            r#"  - name: app
+    image: {BUSYBOX_IMAGE}
+    command: {report}
+    resources:
+      requests: {{cpu: 100m, memory: 16Mi}}
+      limits: {{memory: 64Mi}}
+"#
+        ),
+    );
+    let oom = format!(
+        r#"apiVersion: v1
+kind: Pod
+metadata:
+  name: oom
+spec:
+  nodeName: {NODE}
+  restartPolicy: Never
+  containers:
+  - name: app
+    image: {BUSYBOX_IMAGE}
+    command: ["sh", "-c", "x=a; while :; do x=$x$x; done"]
+    resources:
+      limits: {{memory: 32Mi}}
+"#
+    );
+    for p in [&ready, &live, &web, &slow, &guar, &burst, &oom] {
         cp.kubectl_in(V, &["apply", "-f", "-"], Some(p)).await;
     }
 
@@ -376,13 +421,87 @@ async fn node_agent_pod_lifecycle() {
         "{events}"
     );
 
-    for p in ["ready", "live", "web", "slow"] {
+    // Resources.
+    let logs = dir.path().join("pods-logs");
+    let report_of = |name: &'static str| {
+        let logs = logs.clone();
+        let cp = &cp;
+        async move {
+            let uid = jsonpath(cp, &["pod", name], "{.metadata.uid}").await;
+            let log = logs
+                .join(format!("default_{name}_{uid}"))
+                .join("app")
+                .join("0.log");
+            let text = std::fs::read_to_string(log).unwrap_or_default();
+            text.contains("oom=").then_some((uid, text))
+        }
+    };
+    let (uid, text) = wait_for(&cp, &ctd, "guar's report", Duration::from_secs(60), || {
+        report_of("guar")
+    })
+    .await;
+    let qos = jsonpath(&cp, &["pod", "guar"], "{.status.qosClass}").await;
+    assert_eq!(qos, "Guaranteed");
+    assert!(
+        text.contains(&format!(":memory:/kubepods/pod{uid}/")),
+        "{text}"
+    );
+    assert!(text.contains(&format!("mem={}", 64 << 20)), "{text}");
+    assert!(text.contains("quota=50000"), "{text}");
+    assert!(text.contains("shares=512"), "{text}");
+    let (uid, text) = wait_for(&cp, &ctd, "burst's report", Duration::from_secs(60), || {
+        report_of("burst")
+    })
+    .await;
+    let burst_uid = uid.clone();
+    let qos = jsonpath(&cp, &["pod", "burst"], "{.status.qosClass}").await;
+    assert_eq!(qos, "Burstable");
+    assert!(
+        text.contains(&format!(":memory:/kubepods/burstable/pod{uid}/")),
+        "{text}"
+    );
+    assert!(text.contains("quota=-1"), "no CPU limit: {text}");
+    assert!(text.contains("shares=102"), "{text}");
+    // 1000 - 1000 * request / node memory; containerd here never goes below its own score.
+    let total: u64 = std::fs::read_to_string("/proc/meminfo")
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("MemTotal:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .unwrap()
+        * 1024;
+    let own: i64 = std::fs::read_to_string("/proc/self/oom_score_adj")
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let want = (1000 - (1000 * (16i64 << 20)) / total as i64).clamp(3, 999).max(own);
+    assert!(text.contains(&format!("oom={want}\n")), "oom={want} in {text}");
+    wait_for(&cp, &ctd, "oom OOMKilled", Duration::from_secs(60), || async {
+        let s = jsonpath(
+            &cp,
+            &["pod", "oom"],
+            "{.status.containerStatuses[0].state.terminated.reason} {.status.containerStatuses[0].state.terminated.exitCode} {.status.phase}",
+        )
+        .await;
+        (s == "OOMKilled 137 Failed").then_some(())
+    })
+    .await;
+    let row = cp.kubectl(V, &["get", "pod", "oom", "--no-headers"]).await;
+    assert!(row.contains("OOMKilled"), "{row}");
+
+    for p in ["ready", "live", "web", "slow", "guar", "burst", "oom"] {
         cp.kubectl(
             V,
             &["delete", "pod", p, "--wait=true", "--timeout=60s"],
         )
         .await;
     }
+    // The pods' cgroups went with them.
+    let left = std::fs::read_dir("/sys/fs/cgroup/memory/kubepods/burstable")
+        .map(|d| d.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect::<Vec<_>>())
+        .unwrap_or_default();
+    assert!(!left.iter().any(|n| n.contains(&burst_uid)), "{left:?}");
     agent.stop().await;
     drop(ctd);
     cp.shutdown();
