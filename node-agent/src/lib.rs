@@ -15,6 +15,7 @@ pub mod pod_worker;
 pub mod probe;
 pub mod resources;
 pub mod sandbox;
+pub mod termination;
 pub mod volumes;
 
 use std::collections::{HashMap, HashSet};

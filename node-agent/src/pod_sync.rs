@@ -153,7 +153,10 @@ pub async fn observe<R: Runtime>(rt: &R, uid: &str) -> Result<Observed, CriError
         .await?;
     for c in containers {
         match rt.container_status(&c.id).await {
-            Ok(s) => {
+            Ok(mut s) => {
+                if is_exited(&s) && s.message.is_empty() {
+                    s.message = crate::termination::message(&s);
+                }
                 let name = s
                     .metadata
                     .as_ref()
@@ -196,6 +199,8 @@ pub struct Syncer<'a, R> {
     pub rt: &'a R,
     pub defaults: &'a PodDefaults,
     pub cgroup_parent: String,
+    /// `<root-dir>/pods`, for the termination-message files; `None` mounts none.
+    pub pods_dir: Option<std::path::PathBuf>,
     /// Wall-clock now, in nanoseconds since the epoch (CRI's unit).
     pub now_nanos: i64,
 }
@@ -491,7 +496,19 @@ impl<R: Runtime> Syncer<'_, R> {
             }
             None => Vec::new(),
         };
-        let mounts = inputs.mounts.get(&c.name).cloned().unwrap_or_default();
+        let mut mounts = inputs.mounts.get(&c.name).cloned().unwrap_or_default();
+        if let Some(dir) = &self.pods_dir
+            && !mounts
+                .iter()
+                .any(|m| m.container_path == crate::termination::path(c))
+        {
+            match crate::termination::prepare(dir, &sandbox::pod_uid(pod), c, attempt) {
+                Ok(m) => mounts.extend(m),
+                Err(e) => {
+                    tracing::warn!(container = %c.name, error = %e, "creating the termination-message file")
+                }
+            }
+        }
         let cfg = sandbox::container_config(pod, c, attempt, &image, &env, mounts);
         let sandbox_cfg =
             sandbox::sandbox_config(self.defaults, pod, sb.attempt, &self.cgroup_parent);
@@ -677,6 +694,7 @@ mod tests {
             rt,
             defaults: d,
             cgroup_parent: String::new(),
+            pods_dir: None,
             now_nanos: at,
         };
         s.sync(p, &Inputs::default()).await.unwrap()

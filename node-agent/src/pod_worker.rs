@@ -145,6 +145,7 @@ async fn sync_once<R: Runtime>(
         rt: shared.rt.as_ref(),
         defaults: &shared.defaults,
         cgroup_parent: crate::resources::pod_cgroup(pod),
+        pods_dir: Some(shared.volumes.pods_dir().to_path_buf()),
         now_nanos: chrono::Utc::now().timestamp_nanos_opt().unwrap_or_default(),
     };
     let mut outcome = match syncer.sync(pod, &inputs).await {

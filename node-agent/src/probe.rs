@@ -565,6 +565,7 @@ mod tests {
             rt,
             defaults: &d,
             cgroup_parent: String::new(),
+            pods_dir: None,
             now_nanos: 0,
         };
         s.sync(p, &Inputs::default()).await.unwrap();

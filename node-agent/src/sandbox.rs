@@ -261,10 +261,12 @@ pub fn container_config(
         attempt.to_string(),
     );
     annotations.insert(
-        "io.kubernetes.container.terminationMessagePath".to_string(),
-        c.termination_message_path
-            .clone()
-            .unwrap_or_else(|| "/dev/termination-log".into()),
+        crate::termination::ANNOTATION_PATH.to_string(),
+        crate::termination::path(c),
+    );
+    annotations.insert(
+        crate::termination::ANNOTATION_POLICY.to_string(),
+        crate::termination::policy(c),
     );
     annotations.insert(
         "io.kubernetes.pod.terminationGracePeriod".to_string(),

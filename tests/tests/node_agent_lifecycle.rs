@@ -245,7 +245,30 @@ spec:
       limits: {{memory: 32Mi}}
 "#
     );
-    for p in [&ready, &live, &web, &slow, &guar, &burst, &oom] {
+    // --- Termination messages: from the file, and from the log on error.
+    let msg = format!(
+        r#"apiVersion: v1
+kind: Pod
+metadata:
+  name: msg
+spec:
+  nodeName: {NODE}
+  restartPolicy: Never
+  containers:
+  - name: app
+    image: {BUSYBOX_IMAGE}
+    command: ["sh", "-c", "echo -n bye from app > /dev/termination-log; exit 3"]
+  - name: custom
+    image: {BUSYBOX_IMAGE}
+    terminationMessagePath: /tmp/why
+    command: ["sh", "-c", "echo done > /tmp/why"]
+  - name: fallback
+    image: {BUSYBOX_IMAGE}
+    terminationMessagePolicy: FallbackToLogsOnError
+    command: ["sh", "-c", "echo some log; echo boom >&2; exit 2"]
+"#
+    );
+    for p in [&ready, &live, &web, &slow, &guar, &burst, &oom, &msg] {
         cp.kubectl_in(V, &["apply", "-f", "-"], Some(p)).await;
     }
 
@@ -490,7 +513,26 @@ spec:
     let row = cp.kubectl(V, &["get", "pod", "oom", "--no-headers"]).await;
     assert!(row.contains("OOMKilled"), "{row}");
 
-    for p in ["ready", "live", "web", "slow", "guar", "burst", "oom"] {
+    // Termination messages.
+    wait_for(&cp, &ctd, "msg Failed", Duration::from_secs(60), || async {
+        let s = jsonpath(&cp, &["pod", "msg"], "{.status.phase}").await;
+        (s == "Failed").then_some(())
+    })
+    .await;
+    let term = |c: &'static str| {
+        let cp = &cp;
+        async move {
+            let path = format!(
+                "{{.status.containerStatuses[?(@.name==\"{c}\")].state.terminated.exitCode}}:{{.status.containerStatuses[?(@.name==\"{c}\")].state.terminated.message}}"
+            );
+            jsonpath(cp, &["pod", "msg"], &path).await
+        }
+    };
+    assert_eq!(term("app").await, "3:bye from app");
+    assert_eq!(term("custom").await, "0:done\n");
+    assert_eq!(term("fallback").await, "2:some log\nboom\n");
+
+    for p in ["ready", "live", "web", "slow", "guar", "burst", "oom", "msg"] {
         cp.kubectl(
             V,
             &["delete", "pod", p, "--wait=true", "--timeout=60s"],
