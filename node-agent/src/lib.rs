@@ -8,6 +8,7 @@
 pub mod cni;
 pub mod cri;
 pub mod env;
+pub mod lifecycle;
 pub mod node;
 pub mod pod_status;
 pub mod pod_sync;

@@ -555,12 +555,43 @@ impl<R: Runtime> Syncer<'_, R> {
             format!("Started container {}", c.name),
             Some(&c.name),
         ));
+        let post_start = c.lifecycle.as_ref().and_then(|l| l.post_start.as_ref());
+        if let Some(hook) = post_start {
+            let ip = sb.ips.first().map(String::as_str).unwrap_or_default();
+            let r = crate::lifecycle::run(
+                self.rt,
+                pod,
+                c,
+                hook,
+                &id,
+                ip,
+                crate::lifecycle::POST_START_TIMEOUT,
+            )
+            .await;
+            if let Err(msg) = r {
+                // As kubelet: the container is killed and restarted per policy.
+                out.events
+                    .push(event(true, "FailedPostStartHook", msg, Some(&c.name)));
+                out.events.push(event(
+                    false,
+                    "Killing",
+                    format!("FailedPostStartHook: stopping container {}", c.name),
+                    Some(&c.name),
+                ));
+                let grace = sandbox::termination_grace(pod);
+                if let Err(e) = self.rt.stop_container(&id, grace).await
+                    && !e.is_not_found()
+                {
+                    return Err(e);
+                }
+            }
+        }
         Ok(())
     }
 
     /// Stops and removes every sandbox (and so every container) of the pod.
     async fn remove_sandboxes(&self, uid: &str) -> Result<(), CriError> {
-        kill_pod(self.rt, uid, 0, &mut Vec::new()).await
+        kill_pod(self.rt, uid, 0, None, &mut Vec::new()).await
     }
 }
 
@@ -576,12 +607,14 @@ fn all_containers(pod: &Pod) -> Vec<Container> {
         .collect()
 }
 
-/// Stops the pod's running containers with `grace` seconds to exit (all at
-/// once), then stops and removes its sandboxes and containers.
+/// Stops the pod's running containers (all at once, each its preStop hook
+/// first when `pod` is known, then SIGTERM, SIGKILL after `grace` seconds),
+/// then stops and removes its sandboxes and containers.
 pub async fn kill_pod<R: Runtime>(
     rt: &R,
     uid: &str,
     grace: i64,
+    pod: Option<&Pod>,
     events: &mut Vec<PodEvent>,
 ) -> Result<(), CriError> {
     let containers = rt
@@ -594,6 +627,17 @@ pub async fn kill_pod<R: Runtime>(
         .iter()
         .filter(|c| c.state == ContainerState::ContainerRunning as i32)
         .collect();
+    // httpGet preStop hooks go to the pod's address.
+    let pod_ip = match running.first() {
+        Some(c) if pod.is_some() => rt
+            .pod_sandbox_status(&c.pod_sandbox_id)
+            .await
+            .ok()
+            .and_then(|s| s.network)
+            .map(|n| n.ip)
+            .unwrap_or_default(),
+        _ => String::new(),
+    };
     for c in &running {
         let name = c.metadata.as_ref().map(|m| m.name.as_str()).unwrap_or("");
         events.push(event(
@@ -603,13 +647,13 @@ pub async fn kill_pod<R: Runtime>(
             Some(name),
         ));
     }
-    let stops = running.iter().map(|c| rt.stop_container(&c.id, grace));
-    for r in futures::future::join_all(stops).await {
-        if let Err(e) = r
-            && !e.is_not_found()
-        {
-            return Err(e);
-        }
+    let stops = running.iter().map(|c| {
+        let name = c.metadata.as_ref().map(|m| m.name.as_str()).unwrap_or("");
+        crate::lifecycle::stop_container(rt, pod, name, &c.id, &pod_ip, grace)
+    });
+    for (evs, r) in futures::future::join_all(stops).await {
+        events.extend(evs);
+        r?;
     }
     let sandboxes = rt
         .list_pod_sandboxes(Some(PodSandboxFilter {
@@ -771,7 +815,7 @@ mod tests {
         p.spec.as_mut().unwrap().init_containers = None;
         pass(&rt, &d, &p, now()).await;
         let mut events = Vec::new();
-        kill_pod(&rt, "uid-1", 7, &mut events).await.unwrap();
+        kill_pod(&rt, "uid-1", 7, Some(&p), &mut events).await.unwrap();
         assert!(rt.calls().contains(&"StopContainer app 7".to_string()));
         assert_eq!(events[0].reason, "Killing");
         let o = observe(&rt, "uid-1").await.unwrap();

@@ -229,9 +229,25 @@ async fn sync_once<R: Runtime>(
             field_path: Some(format!("spec.containers{{{}}}", kill.name)),
         };
         publish(shared, pod, &ev).await;
-        if let Err(e) = shared.rt.stop_container(&kill.container_id, kill.grace).await
-            && !e.is_not_found()
-        {
+        let ip = outcome
+            .observed
+            .sandbox
+            .as_ref()
+            .and_then(|s| s.ips.first().cloned())
+            .unwrap_or_default();
+        let (events, r) = crate::lifecycle::stop_container(
+            shared.rt.as_ref(),
+            Some(pod),
+            &kill.name,
+            &kill.container_id,
+            &ip,
+            kill.grace,
+        )
+        .await;
+        for ev in &events {
+            publish(shared, pod, ev).await;
+        }
+        if let Err(e) = r {
             tracing::warn!(pod = %key(pod), container = %kill.name, error = %e, "stopping an unhealthy container");
         }
     }
@@ -373,7 +389,7 @@ async fn publish<R>(shared: &Shared<R>, pod: &Pod, ev: &PodEvent) {
 async fn cleanup<R: Runtime>(shared: &Shared<R>, pod: &Pod, grace: i64) -> bool {
     let uid = sandbox::pod_uid(pod);
     let mut events = Vec::new();
-    let result = pod_sync::kill_pod(shared.rt.as_ref(), &uid, grace, &mut events).await;
+    let result = pod_sync::kill_pod(shared.rt.as_ref(), &uid, grace, Some(pod), &mut events).await;
     for ev in &events {
         publish(shared, pod, ev).await;
     }
@@ -412,7 +428,7 @@ async fn cleanup<R: Runtime>(shared: &Shared<R>, pod: &Pod, grace: i64) -> bool 
 /// Kills a pod that only the runtime still knows (after `uid` vanished from the API).
 pub async fn remove_orphan<R: Runtime>(shared: &Shared<R>, uid: &str) {
     let mut events = Vec::new();
-    match pod_sync::kill_pod(shared.rt.as_ref(), uid, 0, &mut events).await {
+    match pod_sync::kill_pod(shared.rt.as_ref(), uid, 0, None, &mut events).await {
         Ok(()) => {
             shared.volumes.remove(uid);
             crate::resources::remove_pod_cgroups(std::path::Path::new(CGROUP_ROOT), uid);

@@ -268,7 +268,49 @@ spec:
     command: ["sh", "-c", "echo some log; echo boom >&2; exit 2"]
 "#
     );
-    for p in [&ready, &live, &web, &slow, &guar, &burst, &oom, &msg] {
+    // --- Lifecycle hooks: postStart runs right after the start, preStop
+    // before SIGTERM on deletion; a failing postStart kills the container.
+    let shared = dir.path().join("hooks");
+    let hooks = format!(
+        r#"apiVersion: v1
+kind: Pod
+metadata:
+  name: hooks
+spec:
+  nodeName: {NODE}
+  terminationGracePeriodSeconds: 20
+  volumes:
+  - name: shared
+    hostPath: {{path: {shared}, type: DirectoryOrCreate}}
+  containers:
+  - name: app
+    image: {BUSYBOX_IMAGE}
+    command: ["sh", "-c", "trap 'echo term >> /shared/order; exit 0' TERM; while [ ! -f /tmp/ps ]; do sleep 1; done; echo poststart=$(cat /tmp/ps); sleep 3600 & wait"]
+    volumeMounts: [{{name: shared, mountPath: /shared}}]
+    lifecycle:
+      postStart:
+        exec: {{command: ["sh", "-c", "echo ran > /tmp/ps"]}}
+      preStop:
+        exec: {{command: ["sh", "-c", "echo prestop >> /shared/order; sleep 2"]}}
+"#,
+        shared = shared.display()
+    );
+    let badhook = pod(
+        "badhook",
+        1,
+        &format!(
+            r#"  - name: app
+    image: {BUSYBOX_IMAGE}
+    command: ["sleep", "3600"]
+    lifecycle:
+      postStart:
+        exec: {{command: ["sh", "-c", "echo no-way; exit 7"]}}
+"#
+        ),
+    );
+    for p in [
+        &ready, &live, &web, &slow, &guar, &burst, &oom, &msg, &hooks, &badhook,
+    ] {
         cp.kubectl_in(V, &["apply", "-f", "-"], Some(p)).await;
     }
 
@@ -532,7 +574,56 @@ spec:
     assert_eq!(term("custom").await, "0:done\n");
     assert_eq!(term("fallback").await, "2:some log\nboom\n");
 
-    for p in ["ready", "live", "web", "slow", "guar", "burst", "oom", "msg"] {
+    // Hooks.
+    wait_for(&cp, &ctd, "hooks' postStart", Duration::from_secs(60), || async {
+        let uid = jsonpath(&cp, &["pod", "hooks"], "{.metadata.uid}").await;
+        let log = logs
+            .join(format!("default_hooks_{uid}"))
+            .join("app")
+            .join("0.log");
+        let text = std::fs::read_to_string(log).unwrap_or_default();
+        text.contains("poststart=ran").then_some(())
+    })
+    .await;
+    let started = Instant::now();
+    cp.kubectl(
+        V,
+        &["delete", "pod", "hooks", "--wait=true", "--timeout=60s"],
+    )
+    .await;
+    let took = started.elapsed();
+    let order = std::fs::read_to_string(shared.join("order")).unwrap_or_default();
+    assert_eq!(order, "prestop\nterm\n", "preStop, then SIGTERM");
+    assert!(
+        took >= Duration::from_secs(2) && took < Duration::from_secs(15),
+        "the preStop hook's 2 s, not the 20 s grace period: {took:?}"
+    );
+    wait_for(
+        &cp,
+        &ctd,
+        "badhook restarted",
+        Duration::from_secs(60),
+        || async {
+            let s = jsonpath(
+                &cp,
+                &["pod", "badhook"],
+                "{.status.containerStatuses[0].restartCount}",
+            )
+            .await;
+            (s.parse::<u32>().unwrap_or(0) >= 1).then_some(())
+        },
+    )
+    .await;
+    let events = events_of(&cp, "badhook").await;
+    assert!(events.contains("FailedPostStartHook"), "{events}");
+    assert!(
+        events.contains("command 'sh -c echo no-way; exit 7' exited with 7: no-way"),
+        "{events}"
+    );
+
+    for p in [
+        "ready", "live", "web", "slow", "guar", "burst", "oom", "msg", "badhook",
+    ] {
         cp.kubectl(
             V,
             &["delete", "pod", p, "--wait=true", "--timeout=60s"],
