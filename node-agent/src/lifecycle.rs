@@ -10,6 +10,7 @@ use k8s_openapi::api::core::v1::{Container, LifecycleHandler, Pod, Probe};
 use crate::cri::{CriError, Runtime};
 use crate::pod_sync::PodEvent;
 use crate::probe::{self, Verdict};
+use crate::sandbox::pod_ref;
 
 /// After a preStop hook the container still gets this long to stop on
 /// SIGTERM (kubelet's minimum).
@@ -18,15 +19,6 @@ const MIN_GRACE_AFTER_HOOK: i64 = 2;
 /// Bounds a postStart hook: upstream waits without limit, but a stuck hook
 /// must not stall the pod's worker forever.
 pub const POST_START_TIMEOUT: Duration = Duration::from_secs(120);
-
-fn pod_ref(pod: &Pod) -> String {
-    format!(
-        "{}_{}({})",
-        pod.metadata.name.as_deref().unwrap_or_default(),
-        pod.metadata.namespace.as_deref().unwrap_or_default(),
-        pod.metadata.uid.as_deref().unwrap_or_default()
-    )
-}
 
 /// Runs one hook handler; `Err` says why it failed, in kubelet's words.
 pub async fn run<R: Runtime>(

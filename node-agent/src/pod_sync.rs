@@ -496,6 +496,20 @@ impl<R: Runtime> Syncer<'_, R> {
             }
             None => Vec::new(),
         };
+        if let Err(msg) = self.check_non_root(pod, c, &image).await {
+            out.events.push(event(
+                true,
+                "Failed",
+                format!("Error: {msg}"),
+                Some(&c.name),
+            ));
+            out.observed.waiting.insert(
+                c.name.clone(),
+                ("CreateContainerConfigError".into(), msg),
+            );
+            out.wake_after = Some(BACKOFF_INITIAL);
+            return Ok(());
+        }
         let mut mounts = inputs.mounts.get(&c.name).cloned().unwrap_or_default();
         if let Some(dir) = &self.pods_dir
             && !mounts
@@ -587,6 +601,32 @@ impl<R: Runtime> Syncer<'_, R> {
             }
         }
         Ok(())
+    }
+
+    /// `runAsNonRoot` against the runAsUser or the image's user.
+    async fn check_non_root(&self, pod: &Pod, c: &Container, image: &str) -> Result<(), String> {
+        let wants = |sc: Option<bool>| sc.unwrap_or(false);
+        let non_root = wants(
+            c.security_context
+                .as_ref()
+                .and_then(|s| s.run_as_non_root)
+                .or(pod
+                    .spec
+                    .as_ref()
+                    .and_then(|s| s.security_context.as_ref())
+                    .and_then(|s| s.run_as_non_root)),
+        );
+        if !non_root {
+            return Ok(());
+        }
+        let img = self
+            .rt
+            .image_status(image)
+            .await
+            .map_err(|e| e.to_string())?;
+        let uid = img.as_ref().and_then(|i| i.uid.as_ref()).map(|u| u.value);
+        let name = img.as_ref().map(|i| i.username.clone()).unwrap_or_default();
+        sandbox::verify_run_as_non_root(pod, c, (uid, &name))
     }
 
     /// Stops and removes every sandbox (and so every container) of the pod.
