@@ -6,7 +6,8 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::v1::{
-    ContainerMetadata, ExecSyncResponse, ImageSpec, PodSandboxMetadata, PodSandboxNetworkStatus, VersionResponse,
+    ContainerMetadata, ExecSyncResponse, ImageSpec, PodSandboxMetadata, PodSandboxNetworkStatus,
+    VersionResponse,
 };
 use super::{
     Container, ContainerConfig, ContainerFilter, ContainerState, ContainerStatus, CriError, Image,

@@ -131,9 +131,17 @@ pub struct Handle {
 impl Handle {
     /// Stops the agent. Pods keep running (as when kubelet restarts); a new
     /// agent adopts them.
-    pub async fn stop(self) {
+    pub async fn stop(mut self) {
         self.task.abort();
-        let _ = self.task.await;
+        let _ = (&mut self.task).await;
+    }
+}
+
+/// Dropping the handle (a test that panicked) stops the agent too, so it
+/// does not recreate sandboxes while the runtime is being torn down.
+impl Drop for Handle {
+    fn drop(&mut self) {
+        self.task.abort();
     }
 }
 

@@ -185,8 +185,14 @@ mod tests {
         let p = pod(serde_json::json!({"postStart": {"exec": {"command": ["touch", "/x"]}}}));
         run_pod(&rt, &p).await;
         let calls = rt.calls();
-        let start = calls.iter().position(|c| c == "StartContainer app").unwrap();
-        let hook = calls.iter().position(|c| c == "ExecSync app touch /x").unwrap();
+        let start = calls
+            .iter()
+            .position(|c| c == "StartContainer app")
+            .unwrap();
+        let hook = calls
+            .iter()
+            .position(|c| c == "ExecSync app touch /x")
+            .unwrap();
         assert!(start < hook, "{calls:?}");
         assert_eq!(rt.running(), vec!["app"]);
 
@@ -200,8 +206,7 @@ mod tests {
             .find(|e| e.reason == "FailedPostStartHook")
             .unwrap();
         assert!(
-            ev.note
-                .contains("command 'touch /x' exited with 1: nope"),
+            ev.note.contains("command 'touch /x' exited with 1: nope"),
             "{}",
             ev.note
         );
@@ -218,8 +223,14 @@ mod tests {
         r.unwrap();
         assert!(events.is_empty());
         let calls = rt.calls();
-        let hook = calls.iter().position(|c| c == "ExecSync app drain").unwrap();
-        let stop = calls.iter().position(|c| c == "StopContainer app 30").unwrap();
+        let hook = calls
+            .iter()
+            .position(|c| c == "ExecSync app drain")
+            .unwrap();
+        let stop = calls
+            .iter()
+            .position(|c| c == "StopContainer app 30")
+            .unwrap();
         assert!(hook < stop, "{calls:?}");
 
         // A sleep hook eats into the grace period; at least 2 s remain.
@@ -229,7 +240,10 @@ mod tests {
         let o = observe(&rt, "uid-h").await.unwrap();
         let id = o.latest("app").unwrap().id.clone();
         let t = Instant::now();
-        stop_container(&rt, Some(&p), "app", &id, "", 2).await.1.unwrap();
+        stop_container(&rt, Some(&p), "app", &id, "", 2)
+            .await
+            .1
+            .unwrap();
         assert!(t.elapsed() >= Duration::from_secs(1));
         assert!(rt.calls().contains(&"StopContainer app 2".to_string()));
 

@@ -503,10 +503,9 @@ impl<R: Runtime> Syncer<'_, R> {
                 format!("Error: {msg}"),
                 Some(&c.name),
             ));
-            out.observed.waiting.insert(
-                c.name.clone(),
-                ("CreateContainerConfigError".into(), msg),
-            );
+            out.observed
+                .waiting
+                .insert(c.name.clone(), ("CreateContainerConfigError".into(), msg));
             out.wake_after = Some(BACKOFF_INITIAL);
             return Ok(());
         }
@@ -855,7 +854,9 @@ mod tests {
         p.spec.as_mut().unwrap().init_containers = None;
         pass(&rt, &d, &p, now()).await;
         let mut events = Vec::new();
-        kill_pod(&rt, "uid-1", 7, Some(&p), &mut events).await.unwrap();
+        kill_pod(&rt, "uid-1", 7, Some(&p), &mut events)
+            .await
+            .unwrap();
         assert!(rt.calls().contains(&"StopContainer app 7".to_string()));
         assert_eq!(events[0].reason, "Killing");
         let o = observe(&rt, "uid-1").await.unwrap();

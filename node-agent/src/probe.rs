@@ -318,7 +318,18 @@ fn dial_error(addr: &str, e: &std::io::Error) -> String {
 
 async fn connect(addr: &str, timeout: Duration) -> Result<tokio::net::TcpStream, String> {
     match tokio::time::timeout(timeout, tokio::net::TcpStream::connect(addr)).await {
-        Ok(Ok(s)) => Ok(s),
+        Ok(Ok(s)) => {
+            // Probes close with a reset, not a FIN: otherwise every probe
+            // leaves a TIME-WAIT socket behind (in the pod or here), and at
+            // one probe a second a reused port's SYN can hit one and stall.
+            // (Deprecated because a non-zero linger blocks on drop; zero does not.)
+            #[allow(deprecated)]
+            let lingered = s.set_linger(Some(Duration::ZERO));
+            if let Err(e) = lingered {
+                tracing::debug!(%addr, error = %e, "setting SO_LINGER on a probe connection");
+            }
+            Ok(s)
+        }
         Ok(Err(e)) => Err(dial_error(addr, &e)),
         Err(_) => Err(format!("dial tcp {addr}: i/o timeout")),
     }
@@ -436,11 +447,7 @@ async fn http_probe(
                 .map_err(|e| e.to_string())?;
         tokio::spawn(conn);
         let mut req = http::Request::get(path.as_str());
-        let has = |name: &str| {
-            headers
-                .iter()
-                .any(|(k, _)| k.eq_ignore_ascii_case(name))
-        };
+        let has = |name: &str| headers.iter().any(|(k, _)| k.eq_ignore_ascii_case(name));
         if !has("host") {
             req = req.header(http::header::HOST, authority.as_str());
         }
@@ -520,10 +527,7 @@ async fn grpc_probe(addr: &str, service: &str, timeout: Duration) -> Verdict {
             "timeout: health rpc did not complete within {}s",
             timeout.as_secs()
         )),
-        Ok(Err(s)) => Verdict::Failure(format!(
-            "error: health rpc probe failed: {}",
-            s.message()
-        )),
+        Ok(Err(s)) => Verdict::Failure(format!("error: health rpc probe failed: {}", s.message())),
         Ok(Ok(r)) if r.get_ref().status == 1 => Verdict::Success,
         Ok(Ok(r)) => Verdict::Failure(format!(
             "service unhealthy (responded with {:?})",
@@ -581,10 +585,12 @@ mod tests {
     #[tokio::test]
     async fn readiness_waits_for_delay_and_success_threshold() {
         let rt = FakeRuntime::new();
-        let p = pod(serde_json::json!({"name": "app", "image": "busybox", "readinessProbe": {
-            "exec": {"command": ["cat", "/tmp/ready"]},
-            "initialDelaySeconds": 5, "periodSeconds": 2, "successThreshold": 2,
-        }}));
+        let p = pod(
+            serde_json::json!({"name": "app", "image": "busybox", "readinessProbe": {
+                "exec": {"command": ["cat", "/tmp/ready"]},
+                "initialDelaySeconds": 5, "periodSeconds": 2, "successThreshold": 2,
+            }}),
+        );
         let (o, t0) = started(&rt, &p).await;
         let mut pr = Prober::new();
         // Not ready, and not probed, before the initial delay.
@@ -600,7 +606,10 @@ mod tests {
         // One success is not enough with successThreshold 2.
         let r = pr.run(&rt, &p, &o, t0 + 5 * SEC).await;
         assert!(!r.health[&id(&o)].ready);
-        assert!(rt.calls().contains(&"ExecSync app cat /tmp/ready".to_string()));
+        assert!(
+            rt.calls()
+                .contains(&"ExecSync app cat /tmp/ready".to_string())
+        );
         // Not due again within the period.
         pr.run(&rt, &p, &o, t0 + 6 * SEC).await;
         let execs = |rt: &FakeRuntime| {
@@ -631,9 +640,11 @@ mod tests {
     #[tokio::test]
     async fn liveness_failures_kill_after_threshold() {
         let rt = FakeRuntime::new();
-        let p = pod(serde_json::json!({"name": "app", "image": "busybox", "livenessProbe": {
-            "exec": {"command": ["false"]}, "periodSeconds": 1, "failureThreshold": 2,
-        }}));
+        let p = pod(
+            serde_json::json!({"name": "app", "image": "busybox", "livenessProbe": {
+                "exec": {"command": ["false"]}, "periodSeconds": 1, "failureThreshold": 2,
+            }}),
+        );
         let (o, t0) = started(&rt, &p).await;
         let mut pr = Prober::new();
         rt.set_exec("app", 1, "");
@@ -723,11 +734,13 @@ mod tests {
                 let ok = req.starts_with("get /ok ")
                     && req.contains("x-probe: yes")
                     && req.contains("user-agent: kube-probe/");
-                let status = if ok { "200 OK" } else { "500 Internal Server Error" };
+                let status = if ok {
+                    "200 OK"
+                } else {
+                    "500 Internal Server Error"
+                };
                 let _ = s
-                    .write_all(
-                        format!("HTTP/1.1 {status}\r\ncontent-length: 0\r\n\r\n").as_bytes(),
-                    )
+                    .write_all(format!("HTTP/1.1 {status}\r\ncontent-length: 0\r\n\r\n").as_bytes())
                     .await;
             }
         });
@@ -737,8 +750,10 @@ mod tests {
         .unwrap();
         let rt = FakeRuntime::new();
         let probe = |v: serde_json::Value| -> Probe { serde_json::from_value(v).unwrap() };
-        let ok = probe(serde_json::json!({"httpGet": {"path": "/ok", "port": "http",
-            "httpHeaders": [{"name": "X-Probe", "value": "yes"}]}}));
+        let ok = probe(
+            serde_json::json!({"httpGet": {"path": "/ok", "port": "http",
+            "httpHeaders": [{"name": "X-Probe", "value": "yes"}]}}),
+        );
         assert_eq!(
             execute(&rt, &ok, &c, "x", "127.0.0.1").await,
             Verdict::Success

@@ -166,7 +166,10 @@ fn oom_score_adj_with(qos: &str, memory_request: Option<f64>, capacity: u64) -> 
             let capacity = i128::from(capacity.max(1));
             let adj = (1000 - (1000 * request) / capacity) as i64;
             // Stay above Guaranteed pods and below BestEffort ones.
-            adj.clamp(1000 + GUARANTEED_OOM_SCORE_ADJ, BEST_EFFORT_OOM_SCORE_ADJ - 1)
+            adj.clamp(
+                1000 + GUARANTEED_OOM_SCORE_ADJ,
+                BEST_EFFORT_OOM_SCORE_ADJ - 1,
+            )
         }
     }
 }

@@ -420,7 +420,9 @@ pub fn verify_run_as_non_root(
         .or(psc.and_then(|s| s.run_as_user))
     {
         return if uid == 0 {
-            Err(format!("container's runAsUser breaks non-root policy {who}"))
+            Err(format!(
+                "container's runAsUser breaks non-root policy {who}"
+            ))
         } else {
             Ok(())
         };
@@ -542,7 +544,8 @@ mod tests {
 
     #[test]
     fn run_as_non_root() {
-        let p = pod(serde_json::json!({"securityContext": {"runAsNonRoot": true}, "containers": []}));
+        let p =
+            pod(serde_json::json!({"securityContext": {"runAsNonRoot": true}, "containers": []}));
         let c: Container = serde_json::from_value(serde_json::json!({"name": "app"})).unwrap();
         assert_eq!(
             verify_run_as_non_root(&p, &c, (None, "")).unwrap_err(),

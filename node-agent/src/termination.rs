@@ -114,8 +114,8 @@ pub fn message(s: &ContainerStatus) -> String {
     if !from_file.is_empty() {
         return from_file;
     }
-    let fallback = s.annotations.get(ANNOTATION_POLICY).map(String::as_str)
-        == Some("FallbackToLogsOnError");
+    let fallback =
+        s.annotations.get(ANNOTATION_POLICY).map(String::as_str) == Some("FallbackToLogsOnError");
     if fallback && s.exit_code != 0 && !s.log_path.is_empty() {
         return log_tail(&s.log_path);
     }
