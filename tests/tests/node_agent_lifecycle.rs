@@ -777,6 +777,12 @@ spec:
     assert!(!left.iter().any(|n| n.contains(&burst_uid)), "{left:?}");
     agent.stop().await;
     drop(ctd);
+    // The bridge plugin put our gateway address on the shared cni0; other
+    // pod CIDRs cannot use the bridge while it is there.
+    let gateway = format!("{}1/24", POD_CIDR.trim_end_matches("0/24"));
+    let _ = std::process::Command::new("ip")
+        .args(["addr", "del", &gateway, "dev", "cni0"])
+        .status();
     cp.shutdown();
     drop(store);
 }
