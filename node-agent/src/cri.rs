@@ -18,8 +18,8 @@ pub mod v1 {
 }
 
 pub use v1::{
-    Container, ContainerConfig, ContainerFilter, ContainerState, ContainerStatus, Image,
-    PodSandbox, PodSandboxConfig, PodSandboxFilter, PodSandboxState, PodSandboxStatus,
+    Container, ContainerConfig, ContainerFilter, ContainerState, ContainerStatus, ExecSyncResponse,
+    Image, PodSandbox, PodSandboxConfig, PodSandboxFilter, PodSandboxState, PodSandboxStatus,
     VersionResponse,
 };
 
@@ -111,6 +111,14 @@ pub trait Runtime: Send + Sync + 'static {
         sandbox_config: Option<PodSandboxConfig>,
     ) -> impl Future<Output = Result<String, CriError>> + Send;
     fn list_images(&self) -> impl Future<Output = Result<Vec<Image>, CriError>> + Send;
+    /// Runs `cmd` in the running container `id` to completion; `timeout` of
+    /// zero waits for as long as it takes.
+    fn exec_sync(
+        &self,
+        id: &str,
+        cmd: Vec<String>,
+        timeout: Duration,
+    ) -> impl Future<Output = Result<ExecSyncResponse, CriError>> + Send;
 }
 
 /// A CRI client over a unix socket. Cloning is cheap (one shared channel).
@@ -409,6 +417,26 @@ impl Runtime for CriClient {
         )
         .await?;
         Ok(r.images)
+    }
+
+    async fn exec_sync(
+        &self,
+        id: &str,
+        cmd: Vec<String>,
+        timeout: Duration,
+    ) -> Result<ExecSyncResponse, CriError> {
+        let mut c = self.runtime.clone();
+        // The runtime enforces `timeout`; ours only guards against a hung runtime.
+        call(
+            "ExecSync",
+            CALL_TIMEOUT + timeout,
+            c.exec_sync(v1::ExecSyncRequest {
+                container_id: id.to_string(),
+                cmd,
+                timeout: timeout.as_secs() as i64,
+            }),
+        )
+        .await
     }
 }
 

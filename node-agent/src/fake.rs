@@ -6,7 +6,8 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::v1::{
-    ContainerMetadata, ImageSpec, PodSandboxMetadata, PodSandboxNetworkStatus, VersionResponse,
+    ContainerMetadata, ExecSyncResponse, ImageSpec, PodSandboxMetadata, PodSandboxNetworkStatus,
+    VersionResponse,
 };
 use super::{
     Container, ContainerConfig, ContainerFilter, ContainerState, ContainerStatus, CriError, Image,
@@ -35,6 +36,9 @@ pub struct FakeRuntime {
     containers: Mutex<BTreeMap<String, FakeContainer>>,
     images: Mutex<Vec<String>>,
     next: AtomicU64,
+    /// What `ExecSync` answers per container name (exit code, output);
+    /// unset names answer exit 0.
+    exec_results: Mutex<HashMap<String, (i32, String)>>,
     /// Every call, in order, for assertions ("CreateContainer app", ...).
     pub calls: Mutex<Vec<String>>,
 }
@@ -74,6 +78,14 @@ impl FakeRuntime {
                 c.status.reason = if code == 0 { "Completed" } else { "Error" }.into();
             }
         }
+    }
+
+    /// Makes `ExecSync` in containers named `name` exit with `code` and print `output`.
+    pub fn set_exec(&self, name: &str, code: i32, output: &str) {
+        self.exec_results
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(name.to_string(), (code, output.to_string()));
     }
 
     /// Containers currently running, by name.
@@ -355,5 +367,43 @@ impl Runtime for FakeRuntime {
                 ..Default::default()
             })
             .collect())
+    }
+
+    async fn exec_sync(
+        &self,
+        id: &str,
+        cmd: Vec<String>,
+        _timeout: std::time::Duration,
+    ) -> Result<ExecSyncResponse, CriError> {
+        let name = {
+            let cs = self.containers.lock().unwrap_or_else(|e| e.into_inner());
+            let c = cs.get(id).ok_or(Self::not_found("ExecSync"))?;
+            if c.status.state != ContainerState::ContainerRunning as i32 {
+                return Err(CriError::Rpc {
+                    call: "ExecSync",
+                    status: Box::new(tonic::Status::failed_precondition(
+                        "container is not running",
+                    )),
+                });
+            }
+            c.status
+                .metadata
+                .as_ref()
+                .map(|m| m.name.clone())
+                .unwrap_or_default()
+        };
+        self.record(format!("ExecSync {name} {}", cmd.join(" ")));
+        let (code, out) = self
+            .exec_results
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&name)
+            .cloned()
+            .unwrap_or((0, String::new()));
+        Ok(ExecSyncResponse {
+            stdout: out.into_bytes(),
+            stderr: Vec::new(),
+            exit_code: code,
+        })
     }
 }

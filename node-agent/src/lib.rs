@@ -11,13 +11,16 @@ pub mod cri;
 pub mod dns;
 pub mod env;
 pub mod kubelet_api;
+pub mod lifecycle;
 pub mod node;
 pub mod pod_status;
 pub mod pod_sync;
 pub mod pod_worker;
+pub mod probe;
 pub mod proxy;
 pub mod resources;
 pub mod sandbox;
+pub mod termination;
 pub mod volumes;
 
 use std::collections::{HashMap, HashSet};
@@ -178,9 +181,17 @@ impl Drop for AbortOnDrop {
 impl Handle {
     /// Stops the agent. Pods keep running (as when kubelet restarts); a new
     /// agent adopts them.
-    pub async fn stop(self) {
+    pub async fn stop(mut self) {
         self.task.abort();
-        let _ = self.task.await;
+        let _ = (&mut self.task).await;
+    }
+}
+
+/// Dropping the handle (a test that panicked) stops the agent too, so it
+/// does not recreate sandboxes while the runtime is being torn down.
+impl Drop for Handle {
+    fn drop(&mut self) {
+        self.task.abort();
     }
 }
 

@@ -101,9 +101,13 @@ fn container_status(
             }),
             ..Default::default()
         });
-        // No readiness probes yet: running means ready.
-        cs.ready = sandbox_ready;
-        cs.started = Some(true);
+        let health = observed
+            .health
+            .get(&s.id)
+            .copied()
+            .unwrap_or_else(|| crate::probe::Health::initial(c));
+        cs.ready = sandbox_ready && health.ready;
+        cs.started = Some(health.started);
     } else if is_exited(s) {
         let restarting = should_restart(pod, s.exit_code) && why.is_some();
         if restarting {

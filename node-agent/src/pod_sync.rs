@@ -56,6 +56,8 @@ pub struct Observed {
     pub containers: HashMap<String, Vec<ContainerStatus>>,
     /// Why a container is not running (reason, message).
     pub waiting: HashMap<String, (String, String)>,
+    /// What the probes say, per container ID (absent: not probed yet).
+    pub health: HashMap<String, crate::probe::Health>,
 }
 
 impl Observed {
@@ -151,7 +153,10 @@ pub async fn observe<R: Runtime>(rt: &R, uid: &str) -> Result<Observed, CriError
         .await?;
     for c in containers {
         match rt.container_status(&c.id).await {
-            Ok(s) => {
+            Ok(mut s) => {
+                if is_exited(&s) && s.message.is_empty() {
+                    s.message = crate::termination::message(&s);
+                }
                 let name = s
                     .metadata
                     .as_ref()
@@ -194,6 +199,8 @@ pub struct Syncer<'a, R> {
     pub rt: &'a R,
     pub defaults: &'a PodDefaults,
     pub cgroup_parent: String,
+    /// `<root-dir>/pods`, for the termination-message files; `None` mounts none.
+    pub pods_dir: Option<std::path::PathBuf>,
     /// Wall-clock now, in nanoseconds since the epoch (CRI's unit).
     pub now_nanos: i64,
 }
@@ -489,7 +496,32 @@ impl<R: Runtime> Syncer<'_, R> {
             }
             None => Vec::new(),
         };
-        let mounts = inputs.mounts.get(&c.name).cloned().unwrap_or_default();
+        if let Err(msg) = self.check_non_root(pod, c, &image).await {
+            out.events.push(event(
+                true,
+                "Failed",
+                format!("Error: {msg}"),
+                Some(&c.name),
+            ));
+            out.observed
+                .waiting
+                .insert(c.name.clone(), ("CreateContainerConfigError".into(), msg));
+            out.wake_after = Some(BACKOFF_INITIAL);
+            return Ok(());
+        }
+        let mut mounts = inputs.mounts.get(&c.name).cloned().unwrap_or_default();
+        if let Some(dir) = &self.pods_dir
+            && !mounts
+                .iter()
+                .any(|m| m.container_path == crate::termination::path(c))
+        {
+            match crate::termination::prepare(dir, &sandbox::pod_uid(pod), c, attempt) {
+                Ok(m) => mounts.extend(m),
+                Err(e) => {
+                    tracing::warn!(container = %c.name, error = %e, "creating the termination-message file")
+                }
+            }
+        }
         let cfg = sandbox::container_config(pod, c, attempt, &image, &env, mounts);
         let sandbox_cfg =
             sandbox::sandbox_config(self.defaults, pod, sb.attempt, &self.cgroup_parent);
@@ -536,12 +568,69 @@ impl<R: Runtime> Syncer<'_, R> {
             format!("Started container {}", c.name),
             Some(&c.name),
         ));
+        let post_start = c.lifecycle.as_ref().and_then(|l| l.post_start.as_ref());
+        if let Some(hook) = post_start {
+            let ip = sb.ips.first().map(String::as_str).unwrap_or_default();
+            let r = crate::lifecycle::run(
+                self.rt,
+                pod,
+                c,
+                hook,
+                &id,
+                ip,
+                crate::lifecycle::POST_START_TIMEOUT,
+            )
+            .await;
+            if let Err(msg) = r {
+                // As kubelet: the container is killed and restarted per policy.
+                out.events
+                    .push(event(true, "FailedPostStartHook", msg, Some(&c.name)));
+                out.events.push(event(
+                    false,
+                    "Killing",
+                    format!("FailedPostStartHook: stopping container {}", c.name),
+                    Some(&c.name),
+                ));
+                let grace = sandbox::termination_grace(pod);
+                if let Err(e) = self.rt.stop_container(&id, grace).await
+                    && !e.is_not_found()
+                {
+                    return Err(e);
+                }
+            }
+        }
         Ok(())
+    }
+
+    /// `runAsNonRoot` against the runAsUser or the image's user.
+    async fn check_non_root(&self, pod: &Pod, c: &Container, image: &str) -> Result<(), String> {
+        let wants = |sc: Option<bool>| sc.unwrap_or(false);
+        let non_root = wants(
+            c.security_context
+                .as_ref()
+                .and_then(|s| s.run_as_non_root)
+                .or(pod
+                    .spec
+                    .as_ref()
+                    .and_then(|s| s.security_context.as_ref())
+                    .and_then(|s| s.run_as_non_root)),
+        );
+        if !non_root {
+            return Ok(());
+        }
+        let img = self
+            .rt
+            .image_status(image)
+            .await
+            .map_err(|e| e.to_string())?;
+        let uid = img.as_ref().and_then(|i| i.uid.as_ref()).map(|u| u.value);
+        let name = img.as_ref().map(|i| i.username.clone()).unwrap_or_default();
+        sandbox::verify_run_as_non_root(pod, c, (uid, &name))
     }
 
     /// Stops and removes every sandbox (and so every container) of the pod.
     async fn remove_sandboxes(&self, uid: &str) -> Result<(), CriError> {
-        kill_pod(self.rt, uid, 0, &mut Vec::new()).await
+        kill_pod(self.rt, uid, 0, None, &mut Vec::new()).await
     }
 }
 
@@ -557,12 +646,14 @@ fn all_containers(pod: &Pod) -> Vec<Container> {
         .collect()
 }
 
-/// Stops the pod's running containers with `grace` seconds to exit (all at
-/// once), then stops and removes its sandboxes and containers.
+/// Stops the pod's running containers (all at once, each its preStop hook
+/// first when `pod` is known, then SIGTERM, SIGKILL after `grace` seconds),
+/// then stops and removes its sandboxes and containers.
 pub async fn kill_pod<R: Runtime>(
     rt: &R,
     uid: &str,
     grace: i64,
+    pod: Option<&Pod>,
     events: &mut Vec<PodEvent>,
 ) -> Result<(), CriError> {
     let containers = rt
@@ -575,6 +666,17 @@ pub async fn kill_pod<R: Runtime>(
         .iter()
         .filter(|c| c.state == ContainerState::ContainerRunning as i32)
         .collect();
+    // httpGet preStop hooks go to the pod's address.
+    let pod_ip = match running.first() {
+        Some(c) if pod.is_some() => rt
+            .pod_sandbox_status(&c.pod_sandbox_id)
+            .await
+            .ok()
+            .and_then(|s| s.network)
+            .map(|n| n.ip)
+            .unwrap_or_default(),
+        _ => String::new(),
+    };
     for c in &running {
         let name = c.metadata.as_ref().map(|m| m.name.as_str()).unwrap_or("");
         events.push(event(
@@ -584,13 +686,13 @@ pub async fn kill_pod<R: Runtime>(
             Some(name),
         ));
     }
-    let stops = running.iter().map(|c| rt.stop_container(&c.id, grace));
-    for r in futures::future::join_all(stops).await {
-        if let Err(e) = r
-            && !e.is_not_found()
-        {
-            return Err(e);
-        }
+    let stops = running.iter().map(|c| {
+        let name = c.metadata.as_ref().map(|m| m.name.as_str()).unwrap_or("");
+        crate::lifecycle::stop_container(rt, pod, name, &c.id, &pod_ip, grace)
+    });
+    for (evs, r) in futures::future::join_all(stops).await {
+        events.extend(evs);
+        r?;
     }
     let sandboxes = rt
         .list_pod_sandboxes(Some(PodSandboxFilter {
@@ -675,6 +777,7 @@ mod tests {
             rt,
             defaults: d,
             cgroup_parent: String::new(),
+            pods_dir: None,
             now_nanos: at,
         };
         s.sync(p, &Inputs::default()).await.unwrap()
@@ -751,7 +854,9 @@ mod tests {
         p.spec.as_mut().unwrap().init_containers = None;
         pass(&rt, &d, &p, now()).await;
         let mut events = Vec::new();
-        kill_pod(&rt, "uid-1", 7, &mut events).await.unwrap();
+        kill_pod(&rt, "uid-1", 7, Some(&p), &mut events)
+            .await
+            .unwrap();
         assert!(rt.calls().contains(&"StopContainer app 7".to_string()));
         assert_eq!(events[0].reason, "Killing");
         let o = observe(&rt, "uid-1").await.unwrap();

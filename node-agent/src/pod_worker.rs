@@ -17,6 +17,7 @@ use crate::cri::Runtime;
 use crate::env::{self, Lookups, Source};
 use crate::pod_status;
 use crate::pod_sync::{self, Inputs, PodEvent, Syncer};
+use crate::probe::Prober;
 use crate::sandbox::{self, PodDefaults};
 
 /// How often a pod's containers are looked at when nothing else happens
@@ -42,15 +43,15 @@ pub struct Shared<R> {
     pub volumes: crate::volumes::Volumes,
 }
 
-fn cgroup_parent(uid: &str) -> String {
-    format!("/k3rs/pod{uid}")
-}
+/// Where the cgroup hierarchies are mounted.
+const CGROUP_ROOT: &str = "/sys/fs/cgroup";
 
 /// Runs until the pod is gone (deleted and cleaned up) or `rx` closes (agent stopping).
 pub async fn run<R: Runtime>(shared: Arc<Shared<R>>, mut rx: watch::Receiver<Option<Pod>>) {
     let mut last_status: Option<PodStatus> = None;
     let mut sent_events: BTreeMap<String, ()> = BTreeMap::new();
     let mut cached: Option<CachedInputs> = None;
+    let mut prober = Prober::new();
     let mut known_uid = String::new();
     loop {
         let current = rx.borrow_and_update().clone();
@@ -86,6 +87,7 @@ pub async fn run<R: Runtime>(shared: Arc<Shared<R>>, mut rx: watch::Receiver<Opt
                         &mut last_status,
                         &mut sent_events,
                         &mut cached,
+                        &mut prober,
                     )
                     .await
                 }
@@ -116,6 +118,7 @@ async fn sync_once<R: Runtime>(
     last_status: &mut Option<PodStatus>,
     sent_events: &mut BTreeMap<String, ()>,
     cached: &mut Option<CachedInputs>,
+    prober: &mut Prober,
 ) -> Duration {
     // The spec's generation, not the resourceVersion: our own status writes
     // bump the latter and must not trigger a re-read of everything.
@@ -138,20 +141,30 @@ async fn sync_once<R: Runtime>(
     let Some(inputs) = cached.as_ref().map(|c| c.inputs.clone()) else {
         return RESYNC;
     };
-    let uid = sandbox::pod_uid(pod);
     let syncer = Syncer {
         rt: shared.rt.as_ref(),
         defaults: &shared.defaults,
-        cgroup_parent: cgroup_parent(&uid),
+        cgroup_parent: crate::resources::pod_cgroup(pod),
+        pods_dir: Some(shared.volumes.pods_dir().to_path_buf()),
         now_nanos: chrono::Utc::now().timestamp_nanos_opt().unwrap_or_default(),
     };
-    let outcome = match syncer.sync(pod, &inputs).await {
+    let mut outcome = match syncer.sync(pod, &inputs).await {
         Ok(o) => o,
         Err(e) => {
             tracing::warn!(pod = %key(pod), error = %e, "syncing pod");
             return Duration::from_secs(2);
         }
     };
+    let probed = prober
+        .run(
+            shared.rt.as_ref(),
+            pod,
+            &outcome.observed,
+            chrono::Utc::now().timestamp_nanos_opt().unwrap_or_default(),
+        )
+        .await;
+    outcome.observed.health = probed.health;
+    outcome.events.extend(probed.events);
     for ev in &outcome.events {
         // BackOff repeats every pass; the recorder aggregates, but keep the noise down.
         let k = format!("{}{}{:?}", ev.reason, ev.note, ev.field_path);
@@ -204,6 +217,42 @@ async fn sync_once<R: Runtime>(
             Ok(_) => *last_status = Some(status),
             Err(e) => tracing::warn!(pod = %key(pod), error = %e, "writing pod status"),
         }
+    }
+    // Restarts asked for by failed liveness/startup probes: the container
+    // stops here (within its grace period) and the next pass starts it again
+    // under the pod's restart policy and back-off.
+    for kill in &probed.kills {
+        let ev = PodEvent {
+            warning: false,
+            reason: "Killing",
+            note: kill.message(),
+            field_path: Some(format!("spec.containers{{{}}}", kill.name)),
+        };
+        publish(shared, pod, &ev).await;
+        let ip = outcome
+            .observed
+            .sandbox
+            .as_ref()
+            .and_then(|s| s.ips.first().cloned())
+            .unwrap_or_default();
+        let (events, r) = crate::lifecycle::stop_container(
+            shared.rt.as_ref(),
+            Some(pod),
+            &kill.name,
+            &kill.container_id,
+            &ip,
+            kill.grace,
+        )
+        .await;
+        for ev in &events {
+            publish(shared, pod, ev).await;
+        }
+        if let Err(e) = r {
+            tracing::warn!(pod = %key(pod), container = %kill.name, error = %e, "stopping an unhealthy container");
+        }
+    }
+    if !probed.kills.is_empty() {
+        return Duration::from_millis(200);
     }
     outcome
         .wake_after
@@ -340,7 +389,7 @@ async fn publish<R>(shared: &Shared<R>, pod: &Pod, ev: &PodEvent) {
 async fn cleanup<R: Runtime>(shared: &Shared<R>, pod: &Pod, grace: i64) -> bool {
     let uid = sandbox::pod_uid(pod);
     let mut events = Vec::new();
-    let result = pod_sync::kill_pod(shared.rt.as_ref(), &uid, grace, &mut events).await;
+    let result = pod_sync::kill_pod(shared.rt.as_ref(), &uid, grace, Some(pod), &mut events).await;
     for ev in &events {
         publish(shared, pod, ev).await;
     }
@@ -349,6 +398,7 @@ async fn cleanup<R: Runtime>(shared: &Shared<R>, pod: &Pod, grace: i64) -> bool 
         return false;
     }
     shared.volumes.remove(&uid);
+    crate::resources::remove_pod_cgroups(std::path::Path::new(CGROUP_ROOT), &uid);
     let api: Api<Pod> = Api::namespaced(
         shared.client.clone(),
         pod.metadata.namespace.as_deref().unwrap_or("default"),
@@ -378,9 +428,10 @@ async fn cleanup<R: Runtime>(shared: &Shared<R>, pod: &Pod, grace: i64) -> bool 
 /// Kills a pod that only the runtime still knows (after `uid` vanished from the API).
 pub async fn remove_orphan<R: Runtime>(shared: &Shared<R>, uid: &str) {
     let mut events = Vec::new();
-    match pod_sync::kill_pod(shared.rt.as_ref(), uid, 0, &mut events).await {
+    match pod_sync::kill_pod(shared.rt.as_ref(), uid, 0, None, &mut events).await {
         Ok(()) => {
             shared.volumes.remove(uid);
+            crate::resources::remove_pod_cgroups(std::path::Path::new(CGROUP_ROOT), uid);
             tracing::info!(%uid, "removed the containers of a pod that no longer exists");
         }
         Err(e) => tracing::warn!(%uid, error = %e, "removing an orphaned pod"),

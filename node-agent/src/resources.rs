@@ -1,6 +1,19 @@
-//! Resource quantities, the pod's QoS class, and container cgroup limits.
+//! Resource quantities, the pod's QoS class, container cgroup limits, the
+//! OOM score per QoS class and the `kubepods` cgroup hierarchy pods run in.
+
+use std::path::Path;
+use std::sync::OnceLock;
 
 use k8s_openapi::api::core::v1::{Container, Pod};
+
+/// The cgroup (cgroupfs driver path) every pod cgroup lives under, split by
+/// QoS class as kubelet does: Guaranteed pods directly, the others in
+/// `burstable/` and `besteffort/`.
+pub const KUBEPODS: &str = "/kubepods";
+
+/// oom_score_adj of Guaranteed containers and of BestEffort ones (upstream's values).
+const GUARANTEED_OOM_SCORE_ADJ: i64 = -997;
+const BEST_EFFORT_OOM_SCORE_ADJ: i64 = 1000;
 
 /// A Kubernetes quantity ("100m", "64Mi", "1G", "2") as a float in base units.
 pub fn parse_quantity(q: &str) -> Option<f64> {
@@ -88,9 +101,129 @@ pub fn linux_limits(c: &Container) -> (i64, i64, i64) {
     (shares, quota, memory)
 }
 
+/// The pod's cgroup: `/kubepods/pod<uid>`, `/kubepods/burstable/pod<uid>`
+/// or `/kubepods/besteffort/pod<uid>`, given as the sandbox's cgroup parent
+/// (the runtime creates the directories under each controller).
+pub fn pod_cgroup(pod: &Pod) -> String {
+    cgroup_for(qos_class(pod), &crate::sandbox::pod_uid(pod))
+}
+
+fn cgroup_for(qos: &str, uid: &str) -> String {
+    match qos {
+        "Guaranteed" => format!("{KUBEPODS}/pod{uid}"),
+        "Burstable" => format!("{KUBEPODS}/burstable/pod{uid}"),
+        _ => format!("{KUBEPODS}/besteffort/pod{uid}"),
+    }
+}
+
+/// Removes the (by now empty) cgroup directories of pod `uid` under every
+/// mounted hierarchy: the runtime removes the containers' cgroups, not the
+/// parents we named. `root` is `/sys/fs/cgroup` outside tests.
+pub fn remove_pod_cgroups(root: &Path, uid: &str) {
+    if uid.is_empty() {
+        return;
+    }
+    // cgroup v1 has one hierarchy per controller directory; v2 is the root itself.
+    let mut hierarchies = vec![root.to_path_buf()];
+    if let Ok(dirs) = std::fs::read_dir(root) {
+        hierarchies.extend(dirs.flatten().map(|d| d.path()).filter(|p| p.is_dir()));
+    }
+    for qos in ["Guaranteed", "Burstable", "BestEffort"] {
+        let rel = cgroup_for(qos, uid);
+        for h in &hierarchies {
+            let dir = h.join(rel.trim_start_matches('/'));
+            if dir.is_dir()
+                && let Err(e) = std::fs::remove_dir(&dir)
+            {
+                tracing::debug!(dir = %dir.display(), error = %e, "removing a pod cgroup");
+            }
+        }
+    }
+}
+
+/// The node's memory, for the Burstable OOM score (read once).
+fn node_memory_bytes() -> u64 {
+    static MEM: OnceLock<u64> = OnceLock::new();
+    *MEM.get_or_init(|| {
+        crate::node::parse_meminfo(&std::fs::read_to_string("/proc/meminfo").unwrap_or_default())
+            .unwrap_or(0)
+    })
+}
+
+/// The container's oom_score_adj: Guaranteed pods are killed last,
+/// BestEffort first, and Burstable containers in between by how much of
+/// the node's memory they requested.
+pub fn oom_score_adj(pod: &Pod, c: &Container) -> i64 {
+    oom_score_adj_with(qos_class(pod), get(c, false, "memory"), node_memory_bytes())
+}
+
+fn oom_score_adj_with(qos: &str, memory_request: Option<f64>, capacity: u64) -> i64 {
+    match qos {
+        "Guaranteed" => GUARANTEED_OOM_SCORE_ADJ,
+        "BestEffort" => BEST_EFFORT_OOM_SCORE_ADJ,
+        _ => {
+            let request = memory_request.unwrap_or(0.0).max(0.0) as i128;
+            let capacity = i128::from(capacity.max(1));
+            let adj = (1000 - (1000 * request) / capacity) as i64;
+            // Stay above Guaranteed pods and below BestEffort ones.
+            adj.clamp(
+                1000 + GUARANTEED_OOM_SCORE_ADJ,
+                BEST_EFFORT_OOM_SCORE_ADJ - 1,
+            )
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn oom_scores_and_cgroups_by_qos() {
+        assert_eq!(oom_score_adj_with("Guaranteed", Some(1.0), 100), -997);
+        assert_eq!(oom_score_adj_with("BestEffort", None, 100), 1000);
+        // A quarter of the node's memory.
+        assert_eq!(oom_score_adj_with("Burstable", Some(25.0), 100), 750);
+        // Almost all of it, or none: clamped into (Guaranteed, BestEffort).
+        assert_eq!(oom_score_adj_with("Burstable", Some(100.0), 100), 3);
+        assert_eq!(oom_score_adj_with("Burstable", None, 100), 999);
+        let p = pod(serde_json::json!({"requests": {"memory": "64Mi"}}));
+        assert_eq!(pod_cgroup(&p), "/kubepods/burstable/podu");
+        let p = pod(serde_json::json!({"limits": {"cpu": "1", "memory": "1Gi"}}));
+        assert_eq!(pod_cgroup(&p), "/kubepods/podu");
+        assert_eq!(
+            pod_cgroup(&pod(serde_json::json!({}))),
+            "/kubepods/besteffort/podu"
+        );
+    }
+
+    #[test]
+    fn removes_empty_pod_cgroups_in_every_hierarchy() {
+        let root = tempfile::tempdir().unwrap();
+        let mem = root.path().join("memory/kubepods/burstable/podu");
+        let cpu = root.path().join("cpu/kubepods/burstable/podu");
+        let busy = root.path().join("pids/kubepods/burstable/podu/ctr");
+        for d in [&mem, &cpu, &busy] {
+            std::fs::create_dir_all(d).unwrap();
+        }
+        remove_pod_cgroups(root.path(), "u");
+        assert!(!mem.exists() && !cpu.exists());
+        // Not empty (a container cgroup still there): left alone.
+        assert!(busy.exists());
+        assert!(root.path().join("memory/kubepods/burstable").exists());
+    }
+
+    #[test]
+    fn container_limits() {
+        let c: Container = serde_json::from_value(serde_json::json!({"name": "c", "resources": {
+            "requests": {"cpu": "250m", "memory": "32Mi"},
+            "limits": {"cpu": "500m", "memory": "64Mi"},
+        }}))
+        .unwrap();
+        assert_eq!(linux_limits(&c), (256, 50_000, 64 << 20));
+        let c: Container = serde_json::from_value(serde_json::json!({"name": "c"})).unwrap();
+        assert_eq!(linux_limits(&c), (2, 0, 0));
+    }
 
     #[test]
     fn quantities() {
@@ -103,7 +236,7 @@ mod tests {
 
     fn pod(resources: serde_json::Value) -> Pod {
         serde_json::from_value(serde_json::json!({
-            "metadata": {"name": "p"},
+            "metadata": {"name": "p", "uid": "u"},
             "spec": {"containers": [{"name": "c", "resources": resources}]},
         }))
         .unwrap()

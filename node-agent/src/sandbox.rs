@@ -230,6 +230,18 @@ pub fn sandbox_config(
                 supplemental_groups: sc
                     .and_then(|s| s.supplemental_groups.clone())
                     .unwrap_or_default(),
+                // containerd only runs privileged containers in a privileged sandbox.
+                privileged: spec.is_some_and(|s| {
+                    s.containers
+                        .iter()
+                        .chain(s.init_containers.iter().flatten())
+                        .any(|c| {
+                            c.security_context
+                                .as_ref()
+                                .and_then(|sc| sc.privileged)
+                                .unwrap_or(false)
+                        })
+                }),
                 ..Default::default()
             }),
             sysctls: sc
@@ -261,10 +273,12 @@ pub fn container_config(
         attempt.to_string(),
     );
     annotations.insert(
-        "io.kubernetes.container.terminationMessagePath".to_string(),
-        c.termination_message_path
-            .clone()
-            .unwrap_or_else(|| "/dev/termination-log".into()),
+        crate::termination::ANNOTATION_PATH.to_string(),
+        crate::termination::path(c),
+    );
+    annotations.insert(
+        crate::termination::ANNOTATION_POLICY.to_string(),
+        crate::termination::policy(c),
     );
     annotations.insert(
         "io.kubernetes.pod.terminationGracePeriod".to_string(),
@@ -312,9 +326,21 @@ pub fn container_config(
                 cpu_quota,
                 cpu_shares,
                 memory_limit_in_bytes: memory,
+                oom_score_adj: crate::resources::oom_score_adj(pod, c),
                 ..Default::default()
             }),
             security_context: Some(LinuxContainerSecurityContext {
+                capabilities: sc.and_then(|s| s.capabilities.as_ref()).map(|caps| {
+                    crate::cri::v1::Capability {
+                        add_capabilities: caps.add.clone().unwrap_or_default(),
+                        drop_capabilities: caps.drop.clone().unwrap_or_default(),
+                        add_ambient_capabilities: Vec::new(),
+                    }
+                }),
+                // Privileged containers may always escalate; otherwise only an
+                // explicit `allowPrivilegeEscalation: false` sets no_new_privs.
+                no_new_privs: !sc.and_then(|s| s.privileged).unwrap_or(false)
+                    && sc.and_then(|s| s.allow_privilege_escalation) == Some(false),
                 privileged: sc.and_then(|s| s.privileged).unwrap_or(false),
                 run_as_user: sc
                     .and_then(|s| s.run_as_user)
@@ -358,6 +384,61 @@ pub fn container_config(
                 ..Default::default()
             }),
         }),
+    }
+}
+
+/// `name_namespace(uid)`: how kubelet names a pod in messages.
+pub fn pod_ref(pod: &Pod) -> String {
+    format!(
+        "{}_{}({})",
+        pod.metadata.name.as_deref().unwrap_or_default(),
+        pod.metadata.namespace.as_deref().unwrap_or_default(),
+        pod_uid(pod)
+    )
+}
+
+/// Refuses a container with `runAsNonRoot` that would run as root: its
+/// runAsUser (container, else pod), else the image's user (`image_user`:
+/// the runtime's uid, or its non-numeric user name).
+pub fn verify_run_as_non_root(
+    pod: &Pod,
+    c: &Container,
+    image_user: (Option<i64>, &str),
+) -> Result<(), String> {
+    let sc = c.security_context.as_ref();
+    let psc = pod.spec.as_ref().and_then(|s| s.security_context.as_ref());
+    let non_root = sc
+        .and_then(|s| s.run_as_non_root)
+        .or(psc.and_then(|s| s.run_as_non_root))
+        .unwrap_or(false);
+    if !non_root {
+        return Ok(());
+    }
+    let who = format!("(pod: {:?}, container: {})", pod_ref(pod), c.name);
+    if let Some(uid) = sc
+        .and_then(|s| s.run_as_user)
+        .or(psc.and_then(|s| s.run_as_user))
+    {
+        return if uid == 0 {
+            Err(format!(
+                "container's runAsUser breaks non-root policy {who}"
+            ))
+        } else {
+            Ok(())
+        };
+    }
+    match image_user {
+        (Some(0), _) => Err(format!(
+            "container has runAsNonRoot and image will run as root {who}"
+        )),
+        (Some(_), _) => Ok(()),
+        (None, name) if !name.is_empty() => Err(format!(
+            "container has runAsNonRoot and image has non-numeric user ({name}), cannot verify user is non-root {who}"
+        )),
+        // An image that names no user runs as root.
+        (None, _) => Err(format!(
+            "container has runAsNonRoot and image will run as root {who}"
+        )),
     }
 }
 
@@ -434,6 +515,63 @@ mod tests {
             parse_resolv_conf("nameserver 9.9.9.9\nsearch a b\n").searches,
             vec!["a", "b"]
         );
+    }
+
+    #[test]
+    fn security_context_reaches_the_runtime() {
+        let p = pod(serde_json::json!({"containers": [
+            {"name": "a", "securityContext": {"privileged": true}}
+        ]}));
+        let cfg = sandbox_config(&defaults(), &p, 0, "");
+        assert!(cfg.linux.unwrap().security_context.unwrap().privileged);
+        let c: Container = serde_json::from_value(serde_json::json!({
+            "name": "b", "securityContext": {
+                "capabilities": {"add": ["NET_ADMIN"], "drop": ["ALL"]},
+                "allowPrivilegeEscalation": false,
+                "readOnlyRootFilesystem": true,
+                "runAsUser": 1000,
+            }
+        }))
+        .unwrap();
+        let cfg = container_config(&p, &c, 0, "busybox", &[], vec![]);
+        let sc = cfg.linux.unwrap().security_context.unwrap();
+        let caps = sc.capabilities.unwrap();
+        assert_eq!(caps.add_capabilities, vec!["NET_ADMIN"]);
+        assert_eq!(caps.drop_capabilities, vec!["ALL"]);
+        assert!(sc.no_new_privs && sc.readonly_rootfs);
+        assert_eq!(sc.run_as_user.unwrap().value, 1000);
+    }
+
+    #[test]
+    fn run_as_non_root() {
+        let p =
+            pod(serde_json::json!({"securityContext": {"runAsNonRoot": true}, "containers": []}));
+        let c: Container = serde_json::from_value(serde_json::json!({"name": "app"})).unwrap();
+        assert_eq!(
+            verify_run_as_non_root(&p, &c, (None, "")).unwrap_err(),
+            "container has runAsNonRoot and image will run as root (pod: \"web-0_shop(u-1)\", container: app)"
+        );
+        assert!(verify_run_as_non_root(&p, &c, (Some(0), "")).is_err());
+        assert!(verify_run_as_non_root(&p, &c, (Some(1000), "")).is_ok());
+        assert!(
+            verify_run_as_non_root(&p, &c, (None, "nobody"))
+                .unwrap_err()
+                .contains("non-numeric user (nobody)")
+        );
+        let c: Container = serde_json::from_value(serde_json::json!({
+            "name": "app", "securityContext": {"runAsUser": 0}
+        }))
+        .unwrap();
+        assert!(
+            verify_run_as_non_root(&p, &c, (Some(1000), ""))
+                .unwrap_err()
+                .starts_with("container's runAsUser breaks non-root policy")
+        );
+        let c: Container = serde_json::from_value(serde_json::json!({
+            "name": "app", "securityContext": {"runAsUser": 1000}
+        }))
+        .unwrap();
+        assert!(verify_run_as_non_root(&p, &c, (None, "")).is_ok());
     }
 
     #[test]

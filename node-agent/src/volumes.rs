@@ -248,6 +248,11 @@ impl Volumes {
         }
     }
 
+    /// `<root-dir>/pods`: one directory per pod UID.
+    pub fn pods_dir(&self) -> &Path {
+        &self.pods_dir
+    }
+
     fn dir(&self, uid: &str, plugin: &str, name: &str) -> PathBuf {
         self.pods_dir
             .join(uid)
