@@ -445,6 +445,9 @@ async fn pod_resolves_the_kubernetes_service() {
     c.cni_conf_dir = ctd.cni_conf_dir.clone();
     // Tests run side by side: each node gets its own bridge.
     c.cni_bridge = BRIDGE.into();
+    // The kubelet API on a free loopback port: tests run side by side.
+    c.bind_address = std::net::IpAddr::from([127, 0, 0, 1]);
+    c.port = 0;
     c.healthz_addr = None;
     c.cluster_dns = vec![DNS_IP.parse::<IpAddr>().unwrap()];
     c.dns.enabled = true;

@@ -3,9 +3,10 @@
 //! private containerd, with a real apiserver + datastore and kubectl as the
 //! user. Needs root and the packages scripts/setup.sh installs.
 //!
-//! One test drives every scenario: they share one containerd and the node's
-//! `cni0` bridge, which parallel tests would fight over. The pods of a
-//! scenario run side by side to keep the wall time down.
+//! One test drives every scenario: they share one containerd and one pod
+//! bridge of their own (the bridge plugin refuses a second pod subnet on a
+//! bridge another test holds). The pods of a scenario run side by side to
+//! keep the wall time down.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -16,6 +17,7 @@ use k3rs_e2e::{Backend, TestStore};
 
 const NODE: &str = "k3rs-podlife-e2e";
 const POD_CIDR: &str = "10.244.83.0/24";
+const BRIDGE: &str = "k3rslc0";
 const V: &str = "1.33";
 
 fn agent_config(cp: &ControlPlane, ctd: &Containerd, dir: &Path) -> k3rs_node_agent::Config {
@@ -25,7 +27,11 @@ fn agent_config(cp: &ControlPlane, ctd: &Containerd, dir: &Path) -> k3rs_node_ag
     c.pod_logs_dir = dir.join("pods-logs");
     c.pod_cidr = Some(POD_CIDR.into());
     c.cni_conf_dir = ctd.cni_conf_dir.clone();
+    c.cni_bridge = BRIDGE.into();
     c.healthz_addr = None;
+    // The kubelet API on a free loopback port: tests run side by side.
+    c.bind_address = std::net::IpAddr::from([127, 0, 0, 1]);
+    c.port = 0;
     c
 }
 
@@ -777,11 +783,8 @@ spec:
     assert!(!left.iter().any(|n| n.contains(&burst_uid)), "{left:?}");
     agent.stop().await;
     drop(ctd);
-    // The bridge plugin put our gateway address on the shared cni0; other
-    // pod CIDRs cannot use the bridge while it is there.
-    let gateway = format!("{}1/24", POD_CIDR.trim_end_matches("0/24"));
     let _ = std::process::Command::new("ip")
-        .args(["addr", "del", &gateway, "dev", "cni0"])
+        .args(["link", "del", BRIDGE])
         .status();
     cp.shutdown();
     drop(store);

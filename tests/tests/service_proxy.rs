@@ -99,6 +99,9 @@ fn agent_config(
     c.cni_conf_dir = ctd.cni_conf_dir.clone();
     // Tests run side by side: each node gets its own bridge.
     c.cni_bridge = BRIDGE.into();
+    // The kubelet API on a free loopback port: tests run side by side.
+    c.bind_address = std::net::IpAddr::from([127, 0, 0, 1]);
+    c.port = 0;
     c.healthz_addr = None;
     c.proxy = Some(k3rs_node_agent::proxy::ProxyConfig {
         mode,
