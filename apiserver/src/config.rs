@@ -73,6 +73,16 @@ pub struct Cli {
         default_value = "10.43.0.0/16"
     )]
     pub service_cluster_ip_range: String,
+    /// CA certificate that signs node certificates at `/v1-k3rs/*-kubelet.crt`.
+    #[arg(long, env = "K3RS_CLUSTER_SIGNING_CERT_FILE")]
+    pub cluster_signing_cert_file: Option<PathBuf>,
+    /// Private key of `--cluster-signing-cert-file`.
+    #[arg(long, env = "K3RS_CLUSTER_SIGNING_KEY_FILE")]
+    pub cluster_signing_key_file: Option<PathBuf>,
+    /// File with the join token (`K10<hash>::server:<secret>` or the bare
+    /// secret); nodes authenticate to the join endpoints with its secret.
+    #[arg(long, env = "K3RS_JOIN_TOKEN_FILE")]
+    pub join_token_file: Option<PathBuf>,
     #[arg(long, env = "K3RS_AUTHORIZATION_MODE", default_value = "AlwaysAllow")]
     pub authorization_mode: String,
     #[arg(long, env = "K3RS_LOG_FORMAT", default_value = "text")]
@@ -99,6 +109,9 @@ pub struct Config {
     pub sa_key_file: Option<PathBuf>,
     pub sa_signing_key_file: Option<PathBuf>,
     pub sa_issuer: String,
+    pub cluster_signing_cert_file: Option<PathBuf>,
+    pub cluster_signing_key_file: Option<PathBuf>,
+    pub join_token_file: Option<PathBuf>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -177,6 +190,9 @@ impl Cli {
             sa_key_file: self.service_account_key_file,
             sa_signing_key_file: self.service_account_signing_key_file,
             sa_issuer: self.service_account_issuer,
+            cluster_signing_cert_file: self.cluster_signing_cert_file,
+            cluster_signing_key_file: self.cluster_signing_key_file,
+            join_token_file: self.join_token_file,
         })
     }
 }

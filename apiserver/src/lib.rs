@@ -13,6 +13,7 @@ pub mod config;
 pub mod conversion;
 pub mod discovery;
 pub mod http;
+pub mod join;
 pub mod managed_fields;
 pub mod metrics;
 pub mod object;
@@ -80,6 +81,8 @@ pub struct Api {
     pub advertise: String,
     pub ranges: allocator::ServiceRanges,
     pub sa: serviceaccount::Issuer,
+    /// The `/v1-k3rs/` join endpoints.
+    pub join: join::Join,
 }
 
 impl Api {
@@ -130,6 +133,7 @@ pub async fn start(config: Config) -> Result<Server, Error> {
         key_file: config.etcd_key.clone(),
     });
     let store = connect_with_retry(&config.etcd_servers, etcd_tls.as_ref()).await;
+    let join = join::Join::load(&config, &pki.ca_cert)?;
     let sa = serviceaccount::Issuer::from_config(&config)
         .map_err(|e| Error::Config(format!("service-account keys: {e}")))?;
     let ranges = allocator::ServiceRanges::new(&config.service_cidr, config.node_port_range)
@@ -156,6 +160,7 @@ pub async fn start(config: Config) -> Result<Server, Error> {
         advertise: format!("{}:{}", config.advertise, local_addr.port()),
         ranges: ranges.clone(),
         sa,
+        join,
     });
     tasks.push(tokio::spawn(allocator::run_repair(
         store.clone(),

@@ -10,6 +10,7 @@ pub mod leader_election;
 pub mod logging;
 pub mod pki;
 pub mod tls;
+pub mod token;
 
 pub use backoff::Backoff;
 pub use health::{HealthServer, Readiness};

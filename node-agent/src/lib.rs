@@ -8,6 +8,7 @@
 pub mod cni;
 pub mod cri;
 pub mod env;
+pub mod join;
 pub mod node;
 pub mod pod_status;
 pub mod pod_sync;
@@ -82,6 +83,8 @@ pub struct Config {
     pub port: u16,
     /// `None` runs without a health endpoint.
     pub healthz_addr: Option<SocketAddr>,
+    /// Labels added to the Node (`--node-labels`).
+    pub node_labels: std::collections::BTreeMap<String, String>,
 }
 
 impl Config {
@@ -101,6 +104,7 @@ impl Config {
             node_ip: None,
             port: 10250,
             healthz_addr: Some(SocketAddr::from(([127, 0, 0, 1], 10248))),
+            node_labels: Default::default(),
         }
     }
 }
@@ -213,7 +217,7 @@ async fn agent<R: Runtime>(
     let nodes: Api<Node> = Api::all(client.clone());
     backoff.reset();
     let registered = loop {
-        match node::register(&nodes, &config.node_name).await {
+        match node::register(&nodes, &config.node_name, &config.node_labels).await {
             Ok(n) => break n,
             Err(e) => {
                 tracing::warn!(node = %config.node_name, error = %e, "registering the node");
@@ -340,7 +344,7 @@ async fn heartbeat(
                 }
                 Err(kube::Error::Api(s)) if s.code == 404 => {
                     // Someone deleted our Node: register again.
-                    if let Err(e) = node::register(&nodes, &config.node_name).await {
+                    if let Err(e) = node::register(&nodes, &config.node_name, &config.node_labels).await {
                         tracing::warn!(error = %e, "re-registering the node");
                     }
                     old = None;
