@@ -8,6 +8,9 @@ pub mod health;
 #[cfg(feature = "kube")]
 pub mod leader_election;
 pub mod logging;
+pub mod node;
+#[cfg(feature = "oci")]
+pub mod oci_image;
 pub mod pki;
 pub mod tls;
 pub mod token;

@@ -31,6 +31,8 @@ pub const DEFAULT_PASSWORD_FILE: &str = "/etc/k3rs/node/password";
 pub enum JoinError {
     #[error("--token: {0}")]
     BadToken(TokenError),
+    #[error("--server needs --token or --token-file")]
+    NoToken,
     #[error("--server {0:?} is not an https:// URL")]
     BadServer(String),
     #[error(
@@ -275,34 +277,12 @@ pub fn load_or_create_password(path: &Path) -> Result<String, JoinError> {
     Ok(password)
 }
 
-/// A stable per-machine suffix for `--with-node-id`, kept in `<dir>/node-id`.
-pub fn node_id(dir: &Path) -> Result<String, JoinError> {
-    let path = dir.join("node-id");
-    let io = |source| JoinError::Io {
-        path: path.clone(),
-        source,
-    };
-    match std::fs::read_to_string(&path) {
-        Ok(text) if !text.trim().is_empty() => return Ok(text.trim().to_string()),
-        Ok(_) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(io(e)),
-    }
-    std::fs::create_dir_all(dir).map_err(io)?;
-    let id: String = k3rs_common::token::generate_secret()
-        .chars()
-        .take(8)
-        .collect();
-    pki::write_public(&path, &format!("{id}\n"))?;
-    Ok(id)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn pem_split_and_password_and_node_id_files() {
+    fn pem_split_and_password_file() {
         let text = "-----BEGIN CERTIFICATE-----\nAAA\n-----END CERTIFICATE-----\n-----BEGIN PRIVATE KEY-----\nBBB\n-----END PRIVATE KEY-----\n";
         let ck = split_pem("s", text).unwrap();
         assert!(ck.cert_pem.contains("AAA") && !ck.cert_pem.contains("BBB"));
@@ -319,8 +299,5 @@ mod tests {
             std::fs::metadata(&p).unwrap().permissions().mode() & 0o777,
             0o600
         );
-        let id = node_id(dir.path()).unwrap();
-        assert_eq!(id.len(), 8);
-        assert_eq!(node_id(dir.path()).unwrap(), id);
     }
 }

@@ -20,11 +20,14 @@ struct Flags {
     kubeconfig: Option<PathBuf>,
     /// Join the cluster at this URL (`https://host:6443`) with `--token`
     /// instead of using a kubeconfig.
-    #[arg(long, env = "K3RS_SERVER", conflicts_with = "kubeconfig", requires = "token")]
+    #[arg(long, env = "K3RS_SERVER", conflicts_with = "kubeconfig")]
     server: Option<String>,
     /// Node token (`K10<ca hash>::server:<secret>`, or the bare secret).
     #[arg(long, env = "K3RS_TOKEN", hide_env_values = true)]
     token: Option<String>,
+    /// File holding the node token (keeps it off the command line).
+    #[arg(long, env = "K3RS_TOKEN_FILE", conflicts_with = "token")]
+    token_file: Option<PathBuf>,
     /// This node's password for joining; created with a random value on
     /// first join.
     #[arg(long, env = "K3RS_NODE_PASSWORD_FILE", default_value = k3rs_node_agent::join::DEFAULT_PASSWORD_FILE)]
@@ -125,15 +128,28 @@ fn main() -> ExitCode {
 /// given `--server` and `--token`.
 async fn configure(flags: Flags) -> Result<Config, k3rs_node_agent::join::JoinError> {
     use k3rs_node_agent::join;
-    let mut node_name = flags
-        .node_name
-        .unwrap_or_else(k3rs_common::pki::hostname)
-        .to_lowercase();
-    if flags.with_node_id {
-        node_name = format!("{node_name}-{}", join::node_id(&flags.root_dir)?);
-    }
-    let kubeconfig = match (flags.kubeconfig, flags.server, flags.token) {
+    let node_name = k3rs_common::node::node_name(
+        flags.node_name.as_deref(),
+        flags.with_node_id,
+        &flags.root_dir,
+    )
+    .map_err(|source| join::JoinError::Io {
+        path: flags.root_dir.join("node-id"),
+        source,
+    })?;
+    let token = match (flags.token, &flags.token_file) {
+        (Some(t), _) => Some(t),
+        (None, Some(path)) => Some(std::fs::read_to_string(path).map_err(|source| {
+            join::JoinError::Io {
+                path: path.clone(),
+                source,
+            }
+        })?),
+        (None, None) => None,
+    };
+    let kubeconfig = match (flags.kubeconfig, flags.server, token) {
         (Some(k), _, _) => k,
+        (None, Some(_), None) => return Err(join::JoinError::NoToken),
         (None, Some(server), Some(token)) => {
             let opts = join::JoinOptions {
                 server,
