@@ -83,6 +83,9 @@ pub struct Config {
     pub port: u16,
     /// `None` runs without a health endpoint.
     pub healthz_addr: Option<SocketAddr>,
+    /// The Linux bridge pods attach to (two agents on one host, each with
+    /// its own pod range, need two bridges).
+    pub cni_bridge: String,
     /// Labels added to the Node (`--node-labels`).
     pub node_labels: std::collections::BTreeMap<String, String>,
 }
@@ -104,6 +107,7 @@ impl Config {
             node_ip: None,
             port: 10250,
             healthz_addr: Some(SocketAddr::from(([127, 0, 0, 1], 10248))),
+            cni_bridge: cni::DEFAULT_BRIDGE.into(),
             node_labels: Default::default(),
         }
     }
@@ -260,6 +264,7 @@ async fn agent<R: Runtime>(
     let path = cni::write(
         &config.cni_conf_dir,
         &pod_cidr,
+        &config.cni_bridge,
         &config.root_dir.join("cni").join("networks"),
     )
     .map_err(|source| Error::Cni {

@@ -70,6 +70,9 @@ struct Flags {
     /// Where the CNI config goes (default: <root-dir>/etc/cni/net.d).
     #[arg(long, env = "K3RS_CNI_CONF_DIR")]
     cni_conf_dir: Option<PathBuf>,
+    /// The bridge pods attach to.
+    #[arg(long, env = "K3RS_CNI_BRIDGE", default_value = k3rs_node_agent::cni::DEFAULT_BRIDGE)]
+    cni_bridge: String,
     #[arg(long, env = "K3RS_CNI_BIN_DIR", default_value = "/usr/lib/cni")]
     cni_bin_dir: PathBuf,
     /// The address reported as InternalIP (default: the default route's source).
@@ -181,5 +184,6 @@ async fn configure(flags: Flags) -> Result<Config, k3rs_node_agent::join::JoinEr
     config.healthz_addr =
         (flags.healthz_port != 0).then(|| SocketAddr::from(([127, 0, 0, 1], flags.healthz_port)));
     config.node_labels = flags.node_labels.into_iter().collect();
+    config.cni_bridge = flags.cni_bridge;
     Ok(config)
 }
