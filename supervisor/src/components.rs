@@ -344,6 +344,17 @@ fn apiserver(ctx: &Context) -> Result<DaemonSpec, ComponentError> {
             paths.service_account_key.display(),
         )
         .set("service-cluster-ip-range", &c.service_cidr)
+        // The join endpoints sign node certificates with the cluster CA and
+        // check node secrets against the server token.
+        .set("cluster-signing-cert-file", paths.ca_cert.display())
+        .set(
+            "cluster-signing-key-file",
+            paths
+                .tls
+                .join(format!("{}.key", k3rs_common::pki::layout::SERVER_CA))
+                .display(),
+        )
+        .set("join-token-file", paths.token.display())
         .with_overrides(&c.kube_apiserver_arg);
     let port = match args.get("secure-port") {
         Some(p) => p

@@ -39,16 +39,15 @@ fn kubectl_until(
     f: impl Fn(&str) -> bool,
 ) -> Result<String> {
     let deadline = Instant::now() + timeout;
-    let mut last = String::new();
     loop {
         let out = k.kubectl(args, None)?;
         let text = String::from_utf8_lossy(&out.stdout).into_owned();
         if out.status.success() && f(&text) {
             return Ok(text);
         }
-        last = format!("{text}{}", String::from_utf8_lossy(&out.stderr));
         if Instant::now() > deadline {
-            bail!("timed out waiting for {what} (kubectl {args:?}): {last}");
+            let err = String::from_utf8_lossy(&out.stderr);
+            bail!("timed out waiting for {what} (kubectl {args:?}): {text}{err}");
         }
         std::thread::sleep(Duration::from_millis(500));
     }
@@ -209,6 +208,7 @@ fn server_runs_a_node_and_agents_join() -> Result<()> {
         .child_pid("k3rs-node-agent")
         .context("node agent child")?;
 
+    eprintln!("join-test: The server is a Ready control-plane node.");
     // The server is a Ready control-plane node.
     node_ready(&server, SERVER_NODE, Duration::from_secs(60))?;
     let labels = server.kubectl_until_ok(
@@ -223,6 +223,7 @@ fn server_runs_a_node_and_agents_join() -> Result<()> {
     let out = server.kubectl_until_ok(&["get", "nodes"], None, Duration::from_secs(10))?;
     assert!(out.contains(SERVER_NODE) && out.contains("Ready"), "{out}");
 
+    eprintln!("join-test: A pod from the airgap image runs on it.");
     // A pod from the airgap image runs on it.
     let pod = format!(
         "apiVersion: v1\nkind: Pod\nmetadata:\n  name: airgap\nspec:\n  containers:\n  - name: c\n    image: {BUSYBOX_IMAGE}\n    imagePullPolicy: Never\n    command: [\"sleep\", \"3600\"]\n"
@@ -236,6 +237,7 @@ fn server_runs_a_node_and_agents_join() -> Result<()> {
         |t| t.starts_with("Running 10.244.81.") && t.ends_with(SERVER_NODE),
     )?;
 
+    eprintln!("join-test: A second node joins with the node token.");
     // A second node joins with the node token.
     let token = std::fs::read_to_string(server.data_dir.join("server/node-token"))?
         .trim()
@@ -297,6 +299,7 @@ fn server_runs_a_node_and_agents_join() -> Result<()> {
         assert!(agent.data_dir.join("agent").join(f).is_file(), "{f} missing");
     }
 
+    eprintln!("join-test: A token made for another CA is refused before anything is sent.");
     // A token made for another CA is refused before anything is sent.
     let other_ca = format!(
         "K10{}::server:{}",
@@ -314,6 +317,7 @@ fn server_runs_a_node_and_agents_join() -> Result<()> {
     assert_eq!(code, Some(1), "{err}");
     assert!(err.contains("does not match the hash in --token"), "{err}");
 
+    eprintln!("join-test: The agent's name with another password is taken.");
     // The agent's name with another password is taken.
     let (code, err) = node_agent_join(
         &server,
@@ -328,6 +332,7 @@ fn server_runs_a_node_and_agents_join() -> Result<()> {
         "{err}"
     );
 
+    eprintln!("join-test: Stop the agent (its heartbeat");
     // Stop the agent (its heartbeat would register the Node again), delete
     // the Node: the name is free for another password.
     let agent_children = agent.children();
@@ -346,6 +351,7 @@ fn server_runs_a_node_and_agents_join() -> Result<()> {
     )?;
     assert_eq!(code, None, "the join should go through: {err}");
 
+    eprintln!("join-test: SIGTERM stops the server's containerd");
     // SIGTERM stops the server's containerd and node agent too.
     server.kubectl_until_ok(
         &["delete", "pod", "airgap", "--wait=true", "--timeout=60s"],
