@@ -179,7 +179,14 @@ async fn node_cert(
         .ca
         .issue(&spec)
         .map_err(|e| ApiError::internal(format!("issuing the certificate: {e}")))?;
-    tracing::info!(node = name, kind = match kind { Kind::Client => "client", Kind::Serving => "serving" }, "issued a node certificate");
+    tracing::info!(
+        node = name,
+        kind = match kind {
+            Kind::Client => "client",
+            Kind::Serving => "serving",
+        },
+        "issued a node certificate"
+    );
     Ok(h::bytes_resp(
         200,
         "application/x-pem-file",
@@ -252,7 +259,10 @@ async fn check_node_password(api: &Api, node: &str, password: &str) -> Result<()
                 let stored = serde_json::from_slice::<Value>(&kv.value)
                     .ok()
                     .and_then(|v| stored_hash(&v));
-                if stored.as_deref().is_some_and(|h| verify_password(h, password)) {
+                if stored
+                    .as_deref()
+                    .is_some_and(|h| verify_password(h, password))
+                {
                     return Ok(());
                 }
                 let node_exists = api
@@ -335,7 +345,11 @@ pub fn hash_password(password: &str) -> String {
 
 /// Whether `password` hashes to `stored` (constant time).
 pub fn verify_password(stored: &str, password: &str) -> bool {
-    let dec = |s: &str| base64::engine::general_purpose::STANDARD_NO_PAD.decode(s).ok();
+    let dec = |s: &str| {
+        base64::engine::general_purpose::STANDARD_NO_PAD
+            .decode(s)
+            .ok()
+    };
     let parts: Vec<&str> = stored.split('$').collect();
     let ["pbkdf2-sha256", rounds, salt, hash] = parts.as_slice() else {
         return false;
@@ -387,8 +401,10 @@ mod tests {
 
     #[test]
     fn basic_auth() {
-        let t = Token::parse("K10aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa::server:abc")
-            .unwrap();
+        let t = Token::parse(
+            "K10aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa::server:abc",
+        )
+        .unwrap();
         let mut hm = HeaderMap::new();
         let enc = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
         assert!(!basic_auth_ok(&hm, &t));

@@ -45,7 +45,10 @@ mod tests {
     fn node_id_is_stable() {
         let dir = tempfile::tempdir().unwrap();
         let a = node_name(Some("Edge"), true, dir.path()).unwrap();
-        assert!(a.starts_with("edge-") && a.len() == "edge-".len() + 8, "{a}");
+        assert!(
+            a.starts_with("edge-") && a.len() == "edge-".len() + 8,
+            "{a}"
+        );
         assert_eq!(node_name(Some("edge"), true, dir.path()).unwrap(), a);
         assert_eq!(node_name(Some("edge"), false, dir.path()).unwrap(), "edge");
     }

@@ -188,7 +188,12 @@ mod tests {
         }
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("pause.tar");
-        write_busybox_image(&p, "k3rs.local/pause:1", Some(&["/bin/busybox", "sleep", "1"])).unwrap();
+        write_busybox_image(
+            &p,
+            "k3rs.local/pause:1",
+            Some(&["/bin/busybox", "sleep", "1"]),
+        )
+        .unwrap();
         let mut ar = tar::Archive::new(std::fs::File::open(&p).unwrap());
         let mut names = Vec::new();
         let mut index = String::new();
@@ -201,7 +206,13 @@ mod tests {
             names.push(name);
         }
         assert!(names.contains(&"oci-layout".to_string()));
-        assert_eq!(names.iter().filter(|n| n.starts_with("blobs/sha256/")).count(), 3);
+        assert_eq!(
+            names
+                .iter()
+                .filter(|n| n.starts_with("blobs/sha256/"))
+                .count(),
+            3
+        );
         assert!(index.contains("k3rs.local/pause:1"), "{index}");
     }
 }

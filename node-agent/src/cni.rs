@@ -62,7 +62,13 @@ mod tests {
     #[test]
     fn writes_bridge_conflist_once() {
         let dir = tempfile::tempdir().unwrap();
-        let p = write(dir.path(), "10.42.3.0/24", DEFAULT_BRIDGE, Path::new("/var/lib/x")).unwrap();
+        let p = write(
+            dir.path(),
+            "10.42.3.0/24",
+            DEFAULT_BRIDGE,
+            Path::new("/var/lib/x"),
+        )
+        .unwrap();
         let v: serde_json::Value =
             serde_json::from_str(&std::fs::read_to_string(&p).unwrap()).unwrap();
         assert_eq!(v["plugins"][0]["type"], "bridge");
@@ -76,7 +82,13 @@ mod tests {
         );
         assert_eq!(v["plugins"][1]["type"], "portmap");
         let m1 = std::fs::metadata(&p).unwrap().modified().unwrap();
-        write(dir.path(), "10.42.3.0/24", DEFAULT_BRIDGE, Path::new("/var/lib/x")).unwrap();
+        write(
+            dir.path(),
+            "10.42.3.0/24",
+            DEFAULT_BRIDGE,
+            Path::new("/var/lib/x"),
+        )
+        .unwrap();
         assert_eq!(std::fs::metadata(&p).unwrap().modified().unwrap(), m1);
     }
 }

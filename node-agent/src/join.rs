@@ -193,12 +193,13 @@ async fn get(
     let mut cfg = kube::Config::new(uri.clone());
     match ca_pem {
         Some(pem) => {
-            let certs = k3rs_common::tls::certs_from_pem(pem.as_bytes(), "cluster CA").map_err(
-                |e| JoinError::BadResponse {
-                    server: server.to_string(),
-                    message: e.to_string(),
-                },
-            )?;
+            let certs =
+                k3rs_common::tls::certs_from_pem(pem.as_bytes(), "cluster CA").map_err(|e| {
+                    JoinError::BadResponse {
+                        server: server.to_string(),
+                        message: e.to_string(),
+                    }
+                })?;
             cfg.root_cert = Some(certs.iter().map(|c| c.to_vec()).collect());
         }
         None => cfg.accept_invalid_certs = true,

@@ -349,7 +349,9 @@ async fn heartbeat(
                 }
                 Err(kube::Error::Api(s)) if s.code == 404 => {
                     // Someone deleted our Node: register again.
-                    if let Err(e) = node::register(&nodes, &config.node_name, &config.node_labels).await {
+                    if let Err(e) =
+                        node::register(&nodes, &config.node_name, &config.node_labels).await
+                    {
                         tracing::warn!(error = %e, "re-registering the node");
                     }
                     old = None;

@@ -142,12 +142,14 @@ async fn configure(flags: Flags) -> Result<Config, k3rs_node_agent::join::JoinEr
     })?;
     let token = match (flags.token, &flags.token_file) {
         (Some(t), _) => Some(t),
-        (None, Some(path)) => Some(std::fs::read_to_string(path).map_err(|source| {
-            join::JoinError::Io {
-                path: path.clone(),
-                source,
-            }
-        })?),
+        (None, Some(path)) => {
+            Some(
+                std::fs::read_to_string(path).map_err(|source| join::JoinError::Io {
+                    path: path.clone(),
+                    source,
+                })?,
+            )
+        }
         (None, None) => None,
     };
     let kubeconfig = match (flags.kubeconfig, flags.server, token) {

@@ -89,8 +89,14 @@ impl NodeSettings {
     /// with `--with-node-id`).
     pub fn resolved_node_name(&self) -> Result<String, ComponentError> {
         let dir = self.agent_dir();
-        k3rs_common::node::node_name(self.node_name.as_deref(), self.with_node_id, &dir)
-            .map_err(|e| invalid("node-agent", format!("{}: {e}", dir.join("node-id").display())))
+        k3rs_common::node::node_name(self.node_name.as_deref(), self.with_node_id, &dir).map_err(
+            |e| {
+                invalid(
+                    "node-agent",
+                    format!("{}: {e}", dir.join("node-id").display()),
+                )
+            },
+        )
     }
 }
 
@@ -294,7 +300,14 @@ pub async fn import_images(s: &NodeSettings) -> Result<(), ComponentError> {
 
 async fn import(ctr: &Path, address: &str, tar: &Path) -> Result<(), String> {
     let run = tokio::process::Command::new(ctr)
-        .args(["--address", address, "--namespace", "k8s.io", "images", "import"])
+        .args([
+            "--address",
+            address,
+            "--namespace",
+            "k8s.io",
+            "images",
+            "import",
+        ])
         .arg(tar)
         .stdin(std::process::Stdio::null())
         .kill_on_drop(true)
@@ -444,17 +457,26 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let s = settings(dir.path());
         let c = containerd_config(&s);
-        assert!(c.contains(&format!("address = \"{}\"", dir.path().join("ctd.sock").display())));
+        assert!(c.contains(&format!(
+            "address = \"{}\"",
+            dir.path().join("ctd.sock").display()
+        )));
         assert!(c.contains(&format!("sandbox_image = \"{PAUSE_IMAGE}\"")));
         assert!(c.contains("snapshotter = \"native\""));
         assert!(c.contains(&format!("conf_dir = \"{}\"", s.cni_conf_dir().display())));
-        assert_eq!(s.endpoint(), format!("unix://{}", dir.path().join("ctd.sock").display()));
+        assert_eq!(
+            s.endpoint(),
+            format!("unix://{}", dir.path().join("ctd.sock").display())
+        );
         let external = NodeSettings {
             container_runtime_endpoint: Some("/run/containerd/containerd.sock".into()),
             ..s
         };
         assert!(!external.runs_containerd());
-        assert_eq!(external.endpoint(), "unix:///run/containerd/containerd.sock");
+        assert_eq!(
+            external.endpoint(),
+            "unix:///run/containerd/containerd.sock"
+        );
         assert!(containerd_spec(&external).unwrap().is_none());
     }
 
@@ -475,9 +497,15 @@ mod tests {
         let a = spec.args.join(" ");
         assert!(a.contains("--server=https://10.0.0.1:6443"), "{a}");
         assert!(a.contains("--node-name=n1"), "{a}");
-        assert!(a.contains("--node-labels=node-role.kubernetes.io/control-plane=true"), "{a}");
+        assert!(
+            a.contains("--node-labels=node-role.kubernetes.io/control-plane=true"),
+            "{a}"
+        );
         assert!(a.contains("--pod-cidr=10.1.2.0/24"), "{a}");
-        assert!(!a.contains("--token="), "the token stays off the command line: {a}");
+        assert!(
+            !a.contains("--token="),
+            "the token stays off the command line: {a}"
+        );
         assert!(matches!(
             spec.health.endpoint,
             Endpoint::Http(addr) if addr.port() == 12345
@@ -487,6 +515,10 @@ mod tests {
     #[test]
     fn missing_packages_are_named() {
         let e = system_binary("k3rs-no-such-program", "k3rs-no-such-package").unwrap_err();
-        assert!(e.to_string().contains("apt-get install k3rs-no-such-package"), "{e}");
+        assert!(
+            e.to_string()
+                .contains("apt-get install k3rs-no-such-package"),
+            "{e}"
+        );
     }
 }

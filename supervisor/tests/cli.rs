@@ -86,20 +86,47 @@ fn token_generate_and_agent() {
     let cfg = dir.path().join("config.yaml");
     std::fs::write(&cfg, "").unwrap();
     let cfg = cfg.display().to_string();
-    let out = k3rs(&["agent", "--config", &cfg, "--server", "https://x:6443"], &[]);
-    assert_eq!(out.status.code(), Some(2));
-    assert!(text(&out.stderr).contains("needs --token"), "{}", text(&out.stderr));
     let out = k3rs(
-        &["agent", "--config", &cfg, "--server", "http://x:6443", "--token", "abc"],
+        &["agent", "--config", &cfg, "--server", "https://x:6443"],
         &[],
     );
     assert_eq!(out.status.code(), Some(2));
-    assert!(text(&out.stderr).contains("https://"), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("needs --token"),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = k3rs(
+        &[
+            "agent",
+            "--config",
+            &cfg,
+            "--server",
+            "http://x:6443",
+            "--token",
+            "abc",
+        ],
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("https://"),
+        "{}",
+        text(&out.stderr)
+    );
     // The server URL also comes from the config file key `server`.
-    std::fs::write(dir.path().join("config.yaml"), "server: ftp://x\ntoken: abc\n").unwrap();
+    std::fs::write(
+        dir.path().join("config.yaml"),
+        "server: ftp://x\ntoken: abc\n",
+    )
+    .unwrap();
     let out = k3rs(&["agent", "--config", &cfg], &[]);
     assert_eq!(out.status.code(), Some(2));
-    assert!(text(&out.stderr).contains("ftp://x"), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("ftp://x"),
+        "{}",
+        text(&out.stderr)
+    );
 }
 
 #[test]

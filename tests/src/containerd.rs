@@ -16,8 +16,8 @@ pub const BUSYBOX_IMAGE: &str = "k3rs.local/busybox:1";
 /// The sandbox image containerd starts for every pod.
 pub const PAUSE_IMAGE: &str = "k3rs.local/pause:1";
 
-pub use k3rs_common::oci_image::write_busybox_image;
 use k3rs_common::oci_image::BUSYBOX;
+pub use k3rs_common::oci_image::write_busybox_image;
 
 const CNI_BIN_DIR: &str = "/usr/lib/cni";
 
@@ -281,4 +281,3 @@ fn unsafe_kill(pid: u32, sig: i32) {
         libc::kill(pid as i32, sig);
     }
 }
-

@@ -223,7 +223,11 @@ impl K3rsServer {
                  kube-scheduler-arg:\n  - secure-port={sched}\n\
                  kube-controller-manager-arg:\n  - secure-port={cm}\n\
                  bind-address: 127.0.0.1\n{}{}",
-                if opts.agent { "" } else { "disable-agent: true\n" },
+                if opts.agent {
+                    ""
+                } else {
+                    "disable-agent: true\n"
+                },
                 opts.config
             ),
         )?;

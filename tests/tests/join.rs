@@ -133,7 +133,9 @@ fn clean_host(dir: &Path) {
             let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
             let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
             if cmdline.contains("containerd-shim") && cmdline.contains(&needle) {
-                let _ = Command::new("kill").args(["-KILL", &pid.to_string()]).status();
+                let _ = Command::new("kill")
+                    .args(["-KILL", &pid.to_string()])
+                    .status();
             }
         }
     }
@@ -231,7 +233,13 @@ fn server_runs_a_node_and_agents_join() -> Result<()> {
     server.kubectl_until_ok(&["apply", "-f", "-"], Some(&pod), Duration::from_secs(20))?;
     kubectl_until(
         &server,
-        &["get", "pod", "airgap", "-o", "jsonpath={.status.phase} {.status.podIP} {.spec.nodeName}"],
+        &[
+            "get",
+            "pod",
+            "airgap",
+            "-o",
+            "jsonpath={.status.phase} {.status.podIP} {.spec.nodeName}",
+        ],
         Duration::from_secs(120),
         "pod airgap Running",
         |t| t.starts_with("Running 10.244.81.") && t.ends_with(SERVER_NODE),
@@ -270,8 +278,7 @@ fn server_runs_a_node_and_agents_join() -> Result<()> {
         .collect())
     };
     let password = agent_root.join("password");
-    let mut agent =
-        K3rsServer::start_agent(&agent_root, &server, &agent_args(&password)?)?;
+    let mut agent = K3rsServer::start_agent(&agent_root, &server, &agent_args(&password)?)?;
     agent.wait_for_line("k3rs agent is ready", Duration::from_secs(180))?;
     node_ready(&server, AGENT_NODE, Duration::from_secs(60))?;
     let secret = server.kubectl_until_ok(
@@ -296,7 +303,10 @@ fn server_runs_a_node_and_agents_join() -> Result<()> {
         "pki/serving-kubelet.key",
         "kubelet.kubeconfig",
     ] {
-        assert!(agent.data_dir.join("agent").join(f).is_file(), "{f} missing");
+        assert!(
+            agent.data_dir.join("agent").join(f).is_file(),
+            "{f} missing"
+        );
     }
 
     eprintln!("join-test: A token made for another CA is refused before anything is sent.");
@@ -341,7 +351,11 @@ fn server_runs_a_node_and_agents_join() -> Result<()> {
     for (pid, comm) in agent_children {
         assert!(is_gone(pid), "{comm} ({pid}) outlived k3rs agent");
     }
-    server.kubectl_until_ok(&["delete", "node", AGENT_NODE], None, Duration::from_secs(20))?;
+    server.kubectl_until_ok(
+        &["delete", "node", AGENT_NODE],
+        None,
+        Duration::from_secs(20),
+    )?;
     let (code, err) = node_agent_join(
         &server,
         &scratch.join("c"),
