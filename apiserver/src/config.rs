@@ -90,6 +90,16 @@ pub struct Cli {
     /// CA that signs kubelet serving certificates; without it they are not verified.
     #[arg(long, env = "K3RS_KUBELET_CERTIFICATE_AUTHORITY")]
     pub kubelet_certificate_authority: Option<PathBuf>,
+    /// CA certificate that signs node certificates at `/v1-k3rs/*-kubelet.crt`.
+    #[arg(long, env = "K3RS_CLUSTER_SIGNING_CERT_FILE")]
+    pub cluster_signing_cert_file: Option<PathBuf>,
+    /// Private key of `--cluster-signing-cert-file`.
+    #[arg(long, env = "K3RS_CLUSTER_SIGNING_KEY_FILE")]
+    pub cluster_signing_key_file: Option<PathBuf>,
+    /// File with the join token (`K10<hash>::server:<secret>` or the bare
+    /// secret); nodes authenticate to the join endpoints with its secret.
+    #[arg(long, env = "K3RS_JOIN_TOKEN_FILE")]
+    pub join_token_file: Option<PathBuf>,
     #[arg(long, env = "K3RS_AUTHORIZATION_MODE", default_value = "AlwaysAllow")]
     pub authorization_mode: String,
     #[arg(long, env = "K3RS_LOG_FORMAT", default_value = "text")]
@@ -117,6 +127,9 @@ pub struct Config {
     pub sa_signing_key_file: Option<PathBuf>,
     pub sa_issuer: String,
     pub kubelet_client: crate::proxy::KubeletClientConfig,
+    pub cluster_signing_cert_file: Option<PathBuf>,
+    pub cluster_signing_key_file: Option<PathBuf>,
+    pub join_token_file: Option<PathBuf>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -200,6 +213,9 @@ impl Cli {
                 key_file: self.kubelet_client_key,
                 ca_file: self.kubelet_certificate_authority,
             },
+            cluster_signing_cert_file: self.cluster_signing_cert_file,
+            cluster_signing_key_file: self.cluster_signing_key_file,
+            join_token_file: self.join_token_file,
         })
     }
 }

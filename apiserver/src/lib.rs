@@ -13,6 +13,7 @@ pub mod config;
 pub mod conversion;
 pub mod discovery;
 pub mod http;
+pub mod join;
 pub mod managed_fields;
 pub mod metrics;
 pub mod object;
@@ -83,6 +84,8 @@ pub struct Api {
     pub sa: serviceaccount::Issuer,
     /// TLS for the kubelet API (logs, exec, attach, port-forward, node proxy).
     pub kubelet_tls: Arc<rustls::ClientConfig>,
+    /// The `/v1-k3rs/` join endpoints.
+    pub join: join::Join,
 }
 
 impl Api {
@@ -134,6 +137,7 @@ pub async fn start(config: Config) -> Result<Server, Error> {
         key_file: config.etcd_key.clone(),
     });
     let store = connect_with_retry(&config.etcd_servers, etcd_tls.as_ref()).await;
+    let join = join::Join::load(&config, &pki.ca_cert)?;
     let sa = serviceaccount::Issuer::from_config(&config)
         .map_err(|e| Error::Config(format!("service-account keys: {e}")))?;
     let ranges = allocator::ServiceRanges::new(&config.service_cidr, config.node_port_range)
@@ -161,6 +165,7 @@ pub async fn start(config: Config) -> Result<Server, Error> {
         ranges: ranges.clone(),
         sa,
         kubelet_tls,
+        join,
     });
     tasks.push(tokio::spawn(allocator::run_repair(
         store.clone(),

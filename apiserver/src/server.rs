@@ -70,7 +70,7 @@ pub async fn serve(listener: TcpListener, tls: Arc<rustls::ServerConfig>, api: A
     }
 }
 
-/// Paths anyone may read.
+/// Paths anyone may read (`/v1-k3rs/cacerts` too, see `join`).
 fn anonymous_ok(path: &str) -> bool {
     matches!(
         path,
@@ -105,6 +105,13 @@ async fn handle(
     let started = Instant::now();
     let method = req.method().clone();
     let path = req.uri().path().to_string();
+    // The join endpoints authenticate nodes themselves (basic auth with the
+    // token secret, or nothing for the CA).
+    if path.starts_with(crate::join::PREFIX) {
+        let resp = crate::join::handle(&api, req).await;
+        tracing::debug!(%peer, %method, %path, code = resp.status().as_u16(), "join request");
+        return resp;
+    }
     let user = authenticate(&api, cert_user, &req).await;
     let (resp, verb, resource) = match user {
         None if !anonymous_ok(&path) => (

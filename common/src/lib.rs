@@ -9,8 +9,12 @@ pub mod http_proxy;
 #[cfg(feature = "kube")]
 pub mod leader_election;
 pub mod logging;
+pub mod node;
+#[cfg(feature = "oci")]
+pub mod oci_image;
 pub mod pki;
 pub mod tls;
+pub mod token;
 
 pub use backoff::Backoff;
 pub use health::{HealthServer, Readiness};

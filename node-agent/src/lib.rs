@@ -10,6 +10,7 @@ pub mod cni;
 pub mod cri;
 pub mod dns;
 pub mod env;
+pub mod join;
 pub mod kubelet_api;
 pub mod lifecycle;
 pub mod node;
@@ -108,6 +109,8 @@ pub struct Config {
     pub dns: dns::Settings,
     /// The service proxy; `None` with `--disable-kube-proxy`.
     pub proxy: Option<proxy::ProxyConfig>,
+    /// Labels added to the Node (`--node-labels`).
+    pub node_labels: std::collections::BTreeMap<String, String>,
 }
 
 impl Config {
@@ -143,6 +146,7 @@ impl Config {
             // The binary turns it on; in-process users opt in, since it
             // programs host-wide nftables state.
             proxy: None,
+            node_labels: Default::default(),
         }
     }
 }
@@ -322,7 +326,7 @@ async fn agent<R: Runtime>(
     let nodes: Api<Node> = Api::all(client.clone());
     backoff.reset();
     let registered = loop {
-        match node::register(&nodes, &config.node_name).await {
+        match node::register(&nodes, &config.node_name, &config.node_labels).await {
             Ok(n) => break n,
             Err(e) => {
                 tracing::warn!(node = %config.node_name, error = %e, "registering the node");
@@ -458,7 +462,9 @@ async fn heartbeat(
                 }
                 Err(kube::Error::Api(s)) if s.code == 404 => {
                     // Someone deleted our Node: register again.
-                    if let Err(e) = node::register(&nodes, &config.node_name).await {
+                    if let Err(e) =
+                        node::register(&nodes, &config.node_name, &config.node_labels).await
+                    {
                         tracing::warn!(error = %e, "re-registering the node");
                     }
                     old = None;

@@ -16,11 +16,31 @@ use k3rs_node_agent::Config;
 )]
 struct Flags {
     /// kubeconfig with the apiserver address and this node's credentials.
-    #[arg(long, env = "K3RS_KUBECONFIG")]
-    kubeconfig: PathBuf,
+    #[arg(long, env = "K3RS_KUBECONFIG", required_unless_present = "server")]
+    kubeconfig: Option<PathBuf>,
+    /// Join the cluster at this URL (`https://host:6443`) with `--token`
+    /// instead of using a kubeconfig.
+    #[arg(long, env = "K3RS_SERVER", conflicts_with = "kubeconfig")]
+    server: Option<String>,
+    /// Node token (`K10<ca hash>::server:<secret>`, or the bare secret).
+    #[arg(long, env = "K3RS_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// File holding the node token (keeps it off the command line).
+    #[arg(long, env = "K3RS_TOKEN_FILE", conflicts_with = "token")]
+    token_file: Option<PathBuf>,
+    /// This node's password for joining; created with a random value on
+    /// first join.
+    #[arg(long, env = "K3RS_NODE_PASSWORD_FILE", default_value = k3rs_node_agent::join::DEFAULT_PASSWORD_FILE)]
+    node_password_file: PathBuf,
     /// The name this node registers as (default: the hostname).
     #[arg(long, env = "K3RS_NODE_NAME")]
     node_name: Option<String>,
+    /// Append a random id (kept in <root-dir>/node-id) to the node name.
+    #[arg(long, env = "K3RS_WITH_NODE_ID")]
+    with_node_id: bool,
+    /// Labels to add to the Node, key=value[,key=value...].
+    #[arg(long, env = "K3RS_NODE_LABELS", value_delimiter = ',', value_parser = parse_label)]
+    node_labels: Vec<(String, String)>,
     /// The CRI socket of containerd.
     #[arg(
         long,
@@ -50,11 +70,11 @@ struct Flags {
     /// Where the CNI config goes (default: <root-dir>/etc/cni/net.d).
     #[arg(long, env = "K3RS_CNI_CONF_DIR")]
     cni_conf_dir: Option<PathBuf>,
-    #[arg(long, env = "K3RS_CNI_BIN_DIR", default_value = "/usr/lib/cni")]
-    cni_bin_dir: PathBuf,
     /// The bridge pods attach to.
     #[arg(long, env = "K3RS_CNI_BRIDGE", default_value = k3rs_node_agent::cni::DEFAULT_BRIDGE)]
     cni_bridge: String,
+    #[arg(long, env = "K3RS_CNI_BIN_DIR", default_value = "/usr/lib/cni")]
+    cni_bin_dir: PathBuf,
     /// The address reported as InternalIP (default: the default route's source).
     #[arg(long, env = "K3RS_NODE_IP")]
     node_ip: Option<IpAddr>,
@@ -117,14 +137,83 @@ fn parse_log_size(s: &str) -> Result<u64, String> {
         .ok_or_else(|| format!("{s:?} is not a size such as 10Mi"))
 }
 
+fn parse_label(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.trim().is_empty() => Ok((k.trim().to_string(), v.trim().to_string())),
+        _ => Err(format!("{s:?} is not key=value")),
+    }
+}
+
 fn main() -> ExitCode {
     let flags: Flags = k3rs_common::cli::parse_or_exit("k3rs-node-agent");
     k3rs_common::logging::init(flags.log_format, flags.verbose);
-    let node_name = flags
-        .node_name
-        .unwrap_or_else(k3rs_common::pki::hostname)
-        .to_lowercase();
-    let mut config = Config::new(flags.kubeconfig, node_name);
+    let rt = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("k3rs-node-agent: starting the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let config = match rt.block_on(configure(flags)) {
+        Ok(c) => c,
+        Err(e) => {
+            // One line naming the problem (a refused join, a foreign CA, ...).
+            eprintln!("k3rs-node-agent: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(k3rs_node_agent::run(config)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = %e, "k3rs-node-agent failed");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The agent's configuration from its flags; joins the cluster first when
+/// given `--server` and `--token`.
+async fn configure(flags: Flags) -> Result<Config, k3rs_node_agent::join::JoinError> {
+    use k3rs_node_agent::join;
+    let node_name = k3rs_common::node::node_name(
+        flags.node_name.as_deref(),
+        flags.with_node_id,
+        &flags.root_dir,
+    )
+    .map_err(|source| join::JoinError::Io {
+        path: flags.root_dir.join("node-id"),
+        source,
+    })?;
+    let token = match (flags.token, &flags.token_file) {
+        (Some(t), _) => Some(t),
+        (None, Some(path)) => {
+            Some(
+                std::fs::read_to_string(path).map_err(|source| join::JoinError::Io {
+                    path: path.clone(),
+                    source,
+                })?,
+            )
+        }
+        (None, None) => None,
+    };
+    let kubeconfig = match (flags.kubeconfig, flags.server, token) {
+        (Some(k), _, _) => k,
+        (None, Some(_), None) => return Err(join::JoinError::NoToken),
+        (None, Some(server), Some(token)) => {
+            let opts = join::JoinOptions {
+                server,
+                token,
+                node_name: node_name.clone(),
+                password_file: flags.node_password_file,
+                root_dir: flags.root_dir.clone(),
+                node_ip: flags.node_ip,
+            };
+            join::join(&opts).await?.kubeconfig
+        }
+        // clap requires --kubeconfig or --server with --token.
+        _ => flags.root_dir.join("kubelet.kubeconfig"),
+    };
+    let mut config = Config::new(kubeconfig, node_name);
     config.cni_conf_dir = flags
         .cni_conf_dir
         .unwrap_or_else(|| flags.root_dir.join("etc/cni/net.d"));
@@ -154,18 +243,6 @@ fn main() -> ExitCode {
     config.container_log_max_files = usize::from(flags.container_log_max_files);
     config.healthz_addr =
         (flags.healthz_port != 0).then(|| SocketAddr::from(([127, 0, 0, 1], flags.healthz_port)));
-    let rt = match tokio::runtime::Runtime::new() {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("k3rs-node-agent: starting the runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    match rt.block_on(k3rs_node_agent::run(config)) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            tracing::error!(error = %e, "k3rs-node-agent failed");
-            ExitCode::FAILURE
-        }
-    }
+    config.node_labels = flags.node_labels.into_iter().collect();
+    Ok(config)
 }

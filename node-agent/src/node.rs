@@ -243,12 +243,18 @@ pub fn status(
     }
 }
 
-/// Creates the Node, or adds our labels to an existing one. Returns it.
-pub async fn register(api: &Api<Node>, name: &str) -> Result<Node, kube::Error> {
+/// Creates the Node, or adds our labels (the well-known ones plus
+/// `--node-labels`) to an existing one. Returns it.
+pub async fn register(
+    api: &Api<Node>,
+    name: &str,
+    extra: &BTreeMap<String, String>,
+) -> Result<Node, kube::Error> {
+    let mut want = labels(name);
+    want.extend(extra.iter().map(|(k, v)| (k.clone(), v.clone())));
     match api.get_opt(name).await? {
         Some(node) => {
             let have = node.metadata.labels.clone().unwrap_or_default();
-            let want = labels(name);
             if want.iter().all(|(k, v)| have.get(k) == Some(v)) {
                 return Ok(node);
             }
@@ -259,7 +265,7 @@ pub async fn register(api: &Api<Node>, name: &str) -> Result<Node, kube::Error> 
         None => {
             let mut node = Node::default();
             node.metadata.name = Some(name.to_string());
-            node.metadata.labels = Some(labels(name));
+            node.metadata.labels = Some(want);
             match api.create(&PostParams::default(), &node).await {
                 Ok(n) => Ok(n),
                 // Raced with another registration of the same name.

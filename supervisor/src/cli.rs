@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use clap::{ArgMatches, CommandFactory, Parser, Subcommand};
 
-use crate::config::{self, ServerConfig, ServerFlags};
+use crate::config::{self, AgentFlags, ServerConfig, ServerFlags};
 use crate::{Error, bootstrap, check, server, snapshot, supervise, token};
 
 #[derive(Debug, Parser)]
@@ -27,12 +27,8 @@ pub struct Cli {
 pub enum Commands {
     /// Run a server: the datastore, the API server and the other control-plane daemons.
     Server(ServerFlags),
-    /// Run a node agent (not implemented yet).
-    #[command(disable_help_flag = true)]
-    Agent {
-        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
-        args: Vec<String>,
-    },
+    /// Join a cluster as a node: containerd and the node agent.
+    Agent(AgentFlags),
     /// Print or create join tokens.
     Token {
         #[command(subcommand)]
@@ -145,9 +141,13 @@ pub async fn run(matches: &ArgMatches) -> Result<(), Error> {
             server::run(config, supervise::Options::default(), shutdown).await?;
             Ok(())
         }
-        Some(("agent", _)) => Err(Error::NotImplemented(
-            "the node agent is not implemented yet",
-        )),
+        Some(("agent", m)) => {
+            let config = config::load_agent(m)?;
+            k3rs_common::logging::init(config.log_format.into(), u8::from(config.debug));
+            let shutdown = server::shutdown_signal().map_err(|e| Error::Io(e.to_string()))?;
+            crate::agent::run(config, supervise::Options::default(), shutdown).await?;
+            Ok(())
+        }
         Some(("token", m)) => match m.subcommand() {
             Some(("generate", _)) => {
                 println!("{}", token::generate_secret());

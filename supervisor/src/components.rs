@@ -3,9 +3,8 @@
 //! Adding a daemon = one `Component` in `COMPONENTS` plus one small function
 //! building its flags and health checks. A daemon whose binary is not
 //! installed is skipped with one log line unless it is `required`.
-//! (The node agent and containerd join here when they exist; they need a
-//! generated containerd config and node credentials, so they are not
-//! sketched ahead of time.)
+//! containerd and the node agent (unless `--disable-agent`) come last; their
+//! specifics live in `node`, which `k3rs agent` shares.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -27,6 +26,14 @@ pub enum ComponentError {
     MissingBinary {
         binary: &'static str,
         searched: String,
+    },
+    #[error(
+        "{binary} is not installed: install the Debian package {package} \
+         (apt-get install {package}), or run with --disable-agent"
+    )]
+    MissingPackage {
+        binary: &'static str,
+        package: &'static str,
     },
     #[error("{component}: {message}")]
     Invalid {
@@ -54,6 +61,9 @@ pub struct Component {
     pub binary: &'static str,
     /// Without it the server cannot work: a missing binary is an error.
     pub required: bool,
+    /// A program from this Debian package (searched on PATH and the system
+    /// dirs, never in `--bin-dir`), not a k3rs binary.
+    pub package: Option<&'static str>,
     /// Whether the configuration asks for it.
     pub enabled: fn(&ServerConfig) -> bool,
     pub build: fn(&Context) -> Result<DaemonSpec, ComponentError>,
@@ -65,6 +75,7 @@ pub const COMPONENTS: &[Component] = &[
         name: "datastore",
         binary: "k3rs-datastore",
         required: true,
+        package: None,
         enabled: |c| matches!(c.datastore(), Datastore::Shim(_)),
         build: datastore,
     },
@@ -72,6 +83,7 @@ pub const COMPONENTS: &[Component] = &[
         name: "apiserver",
         binary: "k3rs-apiserver",
         required: true,
+        package: None,
         enabled: |_| true,
         build: apiserver,
     },
@@ -79,6 +91,7 @@ pub const COMPONENTS: &[Component] = &[
         name: "scheduler",
         binary: "k3rs-scheduler",
         required: false,
+        package: None,
         enabled: |c| !c.disable_scheduler,
         build: scheduler,
     },
@@ -86,8 +99,25 @@ pub const COMPONENTS: &[Component] = &[
         name: "controller-manager",
         binary: "k3rs-controller-manager",
         required: false,
+        package: None,
         enabled: |c| !c.disable_controller_manager,
         build: controller_manager,
+    },
+    Component {
+        name: "containerd",
+        binary: "containerd",
+        required: true,
+        package: Some("containerd"),
+        enabled: |c| !c.disable_agent && c.node.container_runtime_endpoint.is_none(),
+        build: containerd,
+    },
+    Component {
+        name: "node-agent",
+        binary: "k3rs-node-agent",
+        required: true,
+        package: None,
+        enabled: |c| !c.disable_agent,
+        build: node_agent,
     },
 ];
 
@@ -103,7 +133,11 @@ pub fn plan(config: &ServerConfig, boot: &Bootstrap) -> Result<Vec<DaemonSpec>, 
             );
             continue;
         }
-        let Some(program) = find_binary(c.binary, config.bin_dir.as_deref()) else {
+        let found = match c.package {
+            Some(package) => Some(crate::node::system_binary(c.binary, package)?),
+            None => find_binary(c.binary, config.bin_dir.as_deref()),
+        };
+        let Some(program) = found else {
             if c.required {
                 return Err(ComponentError::MissingBinary {
                     binary: c.binary,
@@ -237,9 +271,13 @@ fn finish(ctx: &Context, name: &'static str, args: &Args, health: Health) -> Dae
 
 /// The supervisor's `K3RS_*` variables: daemons share the prefix and would
 /// take e.g. `K3RS_DATASTORE_ENDPOINT` as their own flag.
-fn own_env_vars() -> Vec<String> {
-    crate::config::known_keys()
-        .iter()
+pub(crate) fn own_env_vars() -> Vec<String> {
+    env_vars_of(&crate::config::known_keys())
+}
+
+/// `K3RS_<KEY>` for each config key, plus `K3RS_CONFIG`.
+pub(crate) fn env_vars_of(keys: &[String]) -> Vec<String> {
+    keys.iter()
         .map(|k| format!("K3RS_{}", k.replace('-', "_").to_uppercase()))
         .chain(["K3RS_CONFIG".to_string()])
         .collect()
@@ -310,6 +348,17 @@ fn apiserver(ctx: &Context) -> Result<DaemonSpec, ComponentError> {
         .set("kubelet-client-certificate", kubelet_crt.display())
         .set("kubelet-client-key", kubelet_key.display())
         .set("kubelet-certificate-authority", paths.ca_cert.display())
+        // The join endpoints sign node certificates with the cluster CA and
+        // check node secrets against the server token.
+        .set("cluster-signing-cert-file", paths.ca_cert.display())
+        .set(
+            "cluster-signing-key-file",
+            paths
+                .tls
+                .join(format!("{}.key", k3rs_common::pki::layout::SERVER_CA))
+                .display(),
+        )
+        .set("join-token-file", paths.token.display())
         .with_overrides(&c.kube_apiserver_arg);
     let port = match args.get("secure-port") {
         Some(p) => p
@@ -350,11 +399,37 @@ fn controller_manager(ctx: &Context) -> Result<DaemonSpec, ComponentError> {
     let args = common(ctx.config)
         .set("kubeconfig", kubeconfig.display())
         .set("bind-address", "127.0.0.1")
+        // Node IPAM hands each node its pod range from this.
+        .set("cluster-cidr", &ctx.config.cluster_cidr)
         // DESIGN §3: health on 10257.
         .set("secure-port", 10257)
         .with_overrides(&ctx.config.kube_controller_manager_arg);
     let health = Health::standard(Endpoint::Http(health_addr("controller-manager", &args)?));
     Ok(finish(ctx, "controller-manager", &args, health))
+}
+
+fn containerd(ctx: &Context) -> Result<DaemonSpec, ComponentError> {
+    let settings = crate::node::server_settings(ctx.config);
+    crate::node::containerd_spec(&settings)?.ok_or_else(|| {
+        invalid(
+            "containerd",
+            "not started with --container-runtime-endpoint".into(),
+        )
+    })
+}
+
+/// The server's own node agent, with credentials the supervisor issues
+/// and the control-plane label.
+fn node_agent(ctx: &Context) -> Result<DaemonSpec, ComponentError> {
+    let settings = crate::node::server_settings(ctx.config);
+    let name = settings.resolved_node_name()?;
+    let kubeconfig = crate::node::server_node_credentials(&settings, ctx.boot, &name)?;
+    crate::node::node_agent_spec(
+        &settings,
+        ctx.program.clone(),
+        &name,
+        &crate::node::Credentials::Kubeconfig(kubeconfig),
+    )
 }
 
 /// Where a daemon serves its health endpoint, from its final

@@ -150,6 +150,9 @@ pub struct ServerFlags {
     /// and remove what it deployed before (repeatable).
     #[arg(long, env = "K3RS_DISABLE", value_name = "NAME")]
     pub disable: Vec<String>,
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub node: NodeFlags,
     /// Extra API server flag, key=value (repeatable).
     #[arg(long, env = "K3RS_KUBE_APISERVER_ARG", value_name = "KEY=VALUE")]
     pub kube_apiserver_arg: Vec<String>,
@@ -163,9 +166,6 @@ pub struct ServerFlags {
         value_name = "KEY=VALUE"
     )]
     pub kube_controller_manager_arg: Vec<String>,
-    /// Extra node agent flag, key=value (repeatable).
-    #[arg(long, env = "K3RS_KUBELET_ARG", value_name = "KEY=VALUE")]
-    pub kubelet_arg: Vec<String>,
     /// Extra datastore flag, key=value (repeatable).
     #[arg(long, env = "K3RS_DATASTORE_ARG", value_name = "KEY=VALUE")]
     pub datastore_arg: Vec<String>,
@@ -185,6 +185,60 @@ pub struct ServerFlags {
     #[arg(long, env = "K3RS_BIN_DIR")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub bin_dir: Option<PathBuf>,
+}
+
+/// The node flags `k3rs server` and `k3rs agent` share: this machine as a
+/// node (containerd + the node agent).
+#[derive(Debug, Clone, clap::Args, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct NodeFlags {
+    /// The node's name (default: the host name).
+    #[arg(long, env = "K3RS_NODE_NAME")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub node_name: Option<String>,
+    /// Append a random id (kept in <data-dir>/agent/node-id) to the node name.
+    #[arg(long, env = "K3RS_WITH_NODE_ID", value_parser = BoolishValueParser::new())]
+    pub with_node_id: bool,
+    /// The address the node reports as InternalIP.
+    #[arg(long, env = "K3RS_NODE_IP")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub node_ip: Option<IpAddr>,
+    /// Node label key=value (repeatable).
+    #[arg(long, env = "K3RS_NODE_LABEL", value_name = "KEY=VALUE")]
+    pub node_label: Vec<String>,
+    /// Extra node agent flag, key=value (repeatable).
+    #[arg(long, env = "K3RS_KUBELET_ARG", value_name = "KEY=VALUE")]
+    pub kubelet_arg: Vec<String>,
+    /// Use the container runtime at this CRI socket instead of starting
+    /// containerd.
+    #[arg(long, env = "K3RS_CONTAINER_RUNTIME_ENDPOINT")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub container_runtime_endpoint: Option<String>,
+    /// The API socket of the containerd k3rs starts.
+    #[arg(long, env = "K3RS_CONTAINERD_SOCKET", default_value = crate::node::DEFAULT_CONTAINERD_SOCKET)]
+    pub containerd_socket: PathBuf,
+    /// containerd snapshotter (overlayfs, or native where overlay mounts fail).
+    #[arg(long, env = "K3RS_SNAPSHOTTER", default_value = "overlayfs")]
+    pub snapshotter: String,
+}
+
+/// The resolved node settings (see `NodeFlags`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct NodeConfig {
+    #[serde(default)]
+    pub node_name: Option<String>,
+    pub with_node_id: bool,
+    #[serde(default)]
+    pub node_ip: Option<IpAddr>,
+    #[serde(default, deserialize_with = "one_or_many")]
+    pub node_label: Vec<String>,
+    #[serde(default, deserialize_with = "one_or_many")]
+    pub kubelet_arg: Vec<String>,
+    #[serde(default)]
+    pub container_runtime_endpoint: Option<String>,
+    pub containerd_socket: PathBuf,
+    pub snapshotter: String,
 }
 
 fn parse_mode_arg(s: &str) -> Result<String, String> {
@@ -241,7 +295,9 @@ fn one_or_many<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error>
 
 /// The resolved configuration of `k3rs server`.
 #[derive(Debug, Clone, Deserialize)]
-#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+// Unknown keys are refused while parsing files (`known_keys`), so no
+// deny_unknown_fields here (serde does not support it with flatten).
+#[serde(rename_all = "kebab-case")]
 pub struct ServerConfig {
     pub data_dir: PathBuf,
     pub datastore_endpoint: String,
@@ -269,9 +325,9 @@ pub struct ServerConfig {
     #[serde(default, deserialize_with = "one_or_many")]
     pub kube_controller_manager_arg: Vec<String>,
     #[serde(default, deserialize_with = "one_or_many")]
-    pub kubelet_arg: Vec<String>,
-    #[serde(default, deserialize_with = "one_or_many")]
     pub datastore_arg: Vec<String>,
+    #[serde(flatten)]
+    pub node: NodeConfig,
     #[serde(default)]
     pub log_dir: Option<PathBuf>,
     pub debug: bool,
@@ -279,6 +335,65 @@ pub struct ServerConfig {
     #[serde(default)]
     pub bin_dir: Option<PathBuf>,
     /// The config file the values were read from (not a key).
+    #[serde(skip)]
+    pub config_file: PathBuf,
+}
+
+/// The flags of `k3rs agent`; like the server's, each is also a config file
+/// key and a `K3RS_*` variable (the server URL is `K3RS_URL`, as K3s's).
+#[derive(Debug, Clone, clap::Args, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct AgentFlags {
+    /// Config file; `config.yaml.d/*.yaml` beside it are read after it.
+    #[arg(long, short = 'c', env = "K3RS_CONFIG", default_value = DEFAULT_CONFIG)]
+    #[serde(skip)]
+    pub config: PathBuf,
+    /// The server to join, https://<server>:6443.
+    #[arg(long, short = 's', env = "K3RS_URL")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub server: Option<String>,
+    /// The server's node token (`k3rs token show` or <data-dir>/server/node-token).
+    #[arg(long, short = 't', env = "K3RS_TOKEN", hide_env_values = true)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub token: Option<String>,
+    /// State directory (containerd, node certificates).
+    #[arg(long, short = 'd', env = "K3RS_DATA_DIR", default_value_os_t = default_data_dir())]
+    pub data_dir: PathBuf,
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub node: NodeFlags,
+    /// Write each daemon's output to <log-dir>/<daemon>.log.
+    #[arg(long, env = "K3RS_LOG_DIR")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub log_dir: Option<PathBuf>,
+    /// Debug logging here and in every daemon.
+    #[arg(long, env = "K3RS_DEBUG", value_parser = BoolishValueParser::new())]
+    pub debug: bool,
+    #[arg(long, env = "K3RS_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+    /// Directory holding k3rs-node-agent (default: beside this executable, then PATH).
+    #[arg(long, env = "K3RS_BIN_DIR")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bin_dir: Option<PathBuf>,
+}
+
+/// The resolved configuration of `k3rs agent`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct AgentConfig {
+    #[serde(default)]
+    pub server: Option<String>,
+    #[serde(default)]
+    pub token: Option<String>,
+    pub data_dir: PathBuf,
+    #[serde(flatten)]
+    pub node: NodeConfig,
+    #[serde(default)]
+    pub log_dir: Option<PathBuf>,
+    pub debug: bool,
+    pub log_format: LogFormat,
+    #[serde(default)]
+    pub bin_dir: Option<PathBuf>,
     #[serde(skip)]
     pub config_file: PathBuf,
 }
@@ -349,20 +464,39 @@ pub enum ConfigError {
     Cli(String),
 }
 
-/// Loads the server configuration from parsed `ServerFlags` matches (`matches`
-/// must come from a command that flattens `ServerFlags`).
-pub fn load(matches: &ArgMatches) -> Result<ServerConfig, ConfigError> {
-    let flags =
-        ServerFlags::from_arg_matches(matches).map_err(|e| ConfigError::Cli(e.to_string()))?;
+/// A flag set whose values layer with config files and the environment.
+pub trait Layered: clap::Args + FromArgMatches + Serialize {
+    /// `--config`.
+    fn config_path(&self) -> &Path;
+}
+
+impl Layered for ServerFlags {
+    fn config_path(&self) -> &Path {
+        &self.config
+    }
+}
+
+impl Layered for AgentFlags {
+    fn config_path(&self) -> &Path {
+        &self.config
+    }
+}
+
+/// Merges defaults < config files < environment < flags for `F`.
+fn layers<F: Layered>(matches: &ArgMatches) -> Result<(Figment, PathBuf), ConfigError> {
+    let flags = F::from_arg_matches(matches).map_err(|e| ConfigError::Cli(e.to_string()))?;
     let explicit_config = !matches!(
         matches.value_source("config"),
         Some(ValueSource::DefaultValue) | None
     );
     let by_source = split_by_source(&flags, matches)?;
+    let command = F::augment_args(clap::Command::new("k3rs"));
+    let known = keys_of(&command);
+    let lists = list_keys_of(&command);
 
     let mut figment = Figment::new().merge(Layer::new("default", by_source.defaults));
-    for (path, text) in config_files(&flags.config, explicit_config)? {
-        let (set, append) = parse_file(&path, &text)?;
+    for (path, text) in config_files(flags.config_path(), explicit_config)? {
+        let (set, append) = parse_file(&path, &text, &known, &lists)?;
         let name = path.display().to_string();
         figment = figment
             .merge(Layer::new(name.clone(), set))
@@ -371,10 +505,50 @@ pub fn load(matches: &ArgMatches) -> Result<ServerConfig, ConfigError> {
     figment = figment
         .merge(Layer::new("environment", by_source.env))
         .merge(Layer::new("command line", by_source.flags));
+    Ok((figment, flags.config_path().to_path_buf()))
+}
 
+/// Loads the server configuration from parsed `ServerFlags` matches (`matches`
+/// must come from a command that flattens `ServerFlags`).
+pub fn load(matches: &ArgMatches) -> Result<ServerConfig, ConfigError> {
+    let (figment, config_file) = layers::<ServerFlags>(matches)?;
     let mut config: ServerConfig = figment.extract().map_err(|e| value_error(&figment, e))?;
-    config.config_file = flags.config.clone();
+    config.config_file = config_file;
     validate(&config, &figment)?;
+    Ok(config)
+}
+
+/// Loads the `k3rs agent` configuration (same layering as the server's).
+pub fn load_agent(matches: &ArgMatches) -> Result<AgentConfig, ConfigError> {
+    let (figment, config_file) = layers::<AgentFlags>(matches)?;
+    let mut config: AgentConfig = figment.extract().map_err(|e| value_error(&figment, e))?;
+    config.config_file = config_file;
+    let bad = |key: &str, message: String| ConfigError::Value {
+        origin: origin(&figment, key),
+        key: key.to_string(),
+        message,
+    };
+    match config.server.as_deref().map(str::trim) {
+        Some(url) if url.starts_with("https://") => {}
+        Some(url) => {
+            return Err(bad(
+                "server",
+                format!("{url:?} is not an https:// URL like https://server:6443"),
+            ));
+        }
+        None => {
+            return Err(bad(
+                "server",
+                "k3rs agent needs --server https://<server>:6443 (or K3RS_URL)".into(),
+            ));
+        }
+    }
+    if config.token.as_deref().is_none_or(|t| t.trim().is_empty()) {
+        return Err(bad(
+            "token",
+            "k3rs agent needs --token (the server's node-token, or K3RS_TOKEN)".into(),
+        ));
+    }
     Ok(config)
 }
 
@@ -394,7 +568,16 @@ where
 
 /// The config file keys: every `k3rs server` flag but `--config`.
 pub fn known_keys() -> Vec<String> {
-    server_command()
+    keys_of(&server_command())
+}
+
+/// The config file keys of `k3rs agent`.
+pub fn agent_keys() -> Vec<String> {
+    keys_of(&AgentFlags::augment_args(clap::Command::new("k3rs-agent")))
+}
+
+fn keys_of(command: &clap::Command) -> Vec<String> {
+    command
         .get_arguments()
         .filter_map(|a| a.get_long().map(str::to_string))
         .filter(|k| k != "config")
@@ -402,8 +585,8 @@ pub fn known_keys() -> Vec<String> {
 }
 
 /// Keys whose values are lists (repeatable flags), where `key+:` is allowed.
-fn list_keys() -> Vec<String> {
-    server_command()
+fn list_keys_of(command: &clap::Command) -> Vec<String> {
+    command
         .get_arguments()
         .filter(|a| matches!(a.get_action(), clap::ArgAction::Append))
         .filter_map(|a| a.get_long().map(str::to_string))
@@ -422,7 +605,7 @@ struct BySource {
 }
 
 /// Splits clap's typed values into defaults, env and command-line layers.
-fn split_by_source(flags: &ServerFlags, matches: &ArgMatches) -> Result<BySource, ConfigError> {
+fn split_by_source<F: Serialize>(flags: &F, matches: &ArgMatches) -> Result<BySource, ConfigError> {
     let serde_json::Value::Object(all) =
         serde_json::to_value(flags).map_err(|e| ConfigError::Cli(e.to_string()))?
     else {
@@ -491,7 +674,12 @@ type YamlMap = serde_json::Map<String, serde_json::Value>;
 
 /// Parses one config file into the keys it sets and the keys it appends to
 /// (`key+:`), checking every key is known.
-fn parse_file(path: &Path, text: &str) -> Result<(YamlMap, YamlMap), ConfigError> {
+fn parse_file(
+    path: &Path,
+    text: &str,
+    known: &[String],
+    lists: &[String],
+) -> Result<(YamlMap, YamlMap), ConfigError> {
     let yaml_err = |message: String| ConfigError::Yaml {
         path: path.to_path_buf(),
         message,
@@ -502,8 +690,6 @@ fn parse_file(path: &Path, text: &str) -> Result<(YamlMap, YamlMap), ConfigError
         serde_yaml::Value::Mapping(m) => m,
         _ => return Err(yaml_err("the top level must be a map of key: value".into())),
     };
-    let known = known_keys();
-    let lists = list_keys();
     let (mut set, mut append) = (YamlMap::new(), YamlMap::new());
     for (k, v) in mapping {
         let serde_yaml::Value::String(raw_key) = k else {
@@ -670,7 +856,7 @@ fn validate(c: &ServerConfig, figment: &Figment) -> Result<(), ConfigError> {
             "kube-controller-manager-arg",
             &c.kube_controller_manager_arg,
         ),
-        ("kubelet-arg", &c.kubelet_arg),
+        ("kubelet-arg", &c.node.kubelet_arg),
         ("datastore-arg", &c.datastore_arg),
     ] {
         if let Some(a) = list.iter().find(|a| a.trim_start_matches('-').is_empty()) {

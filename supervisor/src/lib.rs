@@ -8,6 +8,7 @@
 //! `manifests` applies the auto-deploy manifests once the API server is up.
 //! `cli` is the `k3rs` command line; `check` is `k3rs check-config`.
 
+pub mod agent;
 pub mod bootstrap;
 pub mod check;
 pub mod cli;
@@ -15,6 +16,7 @@ pub mod components;
 pub mod config;
 pub mod daemon;
 pub mod manifests;
+pub mod node;
 pub mod probe;
 pub mod server;
 pub mod snapshot;

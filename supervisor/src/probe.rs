@@ -32,6 +32,8 @@ pub enum ProbeError {
     Status { status: u16, body: String },
     #[error("not an HTTP response")]
     NotHttp,
+    #[error("health command failed ({status}): {stderr}")]
+    Command { status: String, stderr: String },
 }
 
 /// Where a daemon answers health checks.
@@ -47,6 +49,12 @@ pub enum Endpoint {
     },
     /// Only checks that something accepts connections.
     Tcp(SocketAddr),
+    /// A command that exits 0 when healthy (containerd: `ctr version`,
+    /// which needs its API socket to answer).
+    Exec {
+        program: std::path::PathBuf,
+        args: Vec<String>,
+    },
 }
 
 impl std::fmt::Debug for Endpoint {
@@ -55,6 +63,9 @@ impl std::fmt::Debug for Endpoint {
             Endpoint::Http(a) => write!(f, "http://{a}"),
             Endpoint::Https { addr, .. } => write!(f, "https://{addr}"),
             Endpoint::Tcp(a) => write!(f, "tcp://{a}"),
+            Endpoint::Exec { program, args } => {
+                write!(f, "exec {} {}", program.display(), args.join(" "))
+            }
         }
     }
 }
@@ -104,6 +115,25 @@ async fn connect(addr: SocketAddr) -> Result<TcpStream, ProbeError> {
 async fn check_inner(endpoint: &Endpoint, path: &str) -> Result<(), ProbeError> {
     match endpoint {
         Endpoint::Tcp(addr) => connect(*addr).await.map(drop),
+        Endpoint::Exec { program, args } => {
+            let out = tokio::process::Command::new(program)
+                .args(args)
+                .stdin(std::process::Stdio::null())
+                .kill_on_drop(true)
+                .output()
+                .await?;
+            if out.status.success() {
+                return Ok(());
+            }
+            Err(ProbeError::Command {
+                status: out.status.to_string(),
+                stderr: String::from_utf8_lossy(&out.stderr)
+                    .trim()
+                    .chars()
+                    .take(200)
+                    .collect(),
+            })
+        }
         Endpoint::Http(addr) => get(connect(*addr).await?, *addr, path).await,
         Endpoint::Https {
             addr,

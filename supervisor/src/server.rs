@@ -47,26 +47,10 @@ pub async fn run(
     let manifests_interval = opts.manifests_interval;
     let mut supervisor = Supervisor::new(opts, sink);
 
-    for spec in plan {
-        let name = spec.name;
-        tracing::info!(daemon = name, args = ?spec.args, "starting {name}");
-        let started = tokio::select! {
-            r = supervisor.start(spec) => Some(r),
-            _ = &mut shutdown => None,
-        };
-        match started {
-            Some(Ok(())) => {}
-            Some(Err(e)) => {
-                tracing::error!(error = %e, "cannot start the server");
-                supervisor.stop_all().await;
-                return Err(e.into());
-            }
-            None => {
-                tracing::info!("shutdown requested while starting");
-                supervisor.stop_all().await;
-                return Ok(());
-            }
-        }
+    let node = (!config.disable_agent).then(|| crate::node::server_settings(&config));
+    match start_all(&mut supervisor, plan, node.as_ref(), &mut shutdown).await? {
+        Started::All => {}
+        Started::Interrupted => return Ok(()),
     }
 
     let deployer = start_manifests(&config, &boot, manifests_interval).await;
@@ -81,6 +65,56 @@ pub async fn run(
     supervisor.stop_all().await;
     tracing::info!("all daemons stopped");
     Ok(())
+}
+
+/// How `start_all` ended.
+pub(crate) enum Started {
+    All,
+    /// Shutdown was requested while starting; everything is stopped.
+    Interrupted,
+}
+
+/// Starts `plan` in order, each once the previous is ready; after a
+/// containerd k3rs runs is ready, imports the node's images. On a failure
+/// or a shutdown request everything started so far is stopped.
+pub(crate) async fn start_all(
+    supervisor: &mut Supervisor,
+    plan: Vec<crate::daemon::DaemonSpec>,
+    node: Option<&crate::node::NodeSettings>,
+    shutdown: &mut std::pin::Pin<&mut impl Future<Output = ()>>,
+) -> Result<Started, ServerError> {
+    for spec in plan {
+        let name = spec.name;
+        tracing::info!(daemon = name, args = ?spec.args, "starting {name}");
+        let started = tokio::select! {
+            r = supervisor.start(spec) => Some(r.map_err(ServerError::from)),
+            _ = shutdown.as_mut() => None,
+        };
+        let started = match (started, node) {
+            (Some(Ok(())), Some(node)) if name == "containerd" => {
+                tracing::info!("importing the pause image and airgap images");
+                tokio::select! {
+                    r = crate::node::import_images(node) => Some(r.map_err(ServerError::from)),
+                    _ = shutdown.as_mut() => None,
+                }
+            }
+            (other, _) => other,
+        };
+        match started {
+            Some(Ok(())) => {}
+            Some(Err(e)) => {
+                tracing::error!(error = %e, "cannot start");
+                supervisor.stop_all().await;
+                return Err(e);
+            }
+            None => {
+                tracing::info!("shutdown requested while starting");
+                supervisor.stop_all().await;
+                return Ok(Started::Interrupted);
+            }
+        }
+    }
+    Ok(Started::All)
 }
 
 /// Starts applying `<data-dir>/server/manifests/` in the background.
@@ -134,7 +168,7 @@ fn announce(config: &ServerConfig, boot: &bootstrap::Bootstrap, started: Instant
 /// Tells systemd (`Type=notify` units) about a state change; a no-op when
 /// not started by systemd. Errors only cost the notification, so they are
 /// logged and ignored.
-fn notify_systemd(state: &str) {
+pub(crate) fn notify_systemd(state: &str) {
     let Some(path) = std::env::var_os("NOTIFY_SOCKET") else {
         return;
     };

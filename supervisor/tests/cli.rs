@@ -81,9 +81,52 @@ fn token_generate_and_agent() {
     assert_eq!(secret.trim().len(), 32, "{secret}");
     assert!(secret.trim().bytes().all(|b| b.is_ascii_hexdigit()));
 
-    let out = k3rs(&["agent", "--server", "https://x:6443"], &[]);
+    // The agent needs a token and an https server URL, and says so.
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("config.yaml");
+    std::fs::write(&cfg, "").unwrap();
+    let cfg = cfg.display().to_string();
+    let out = k3rs(
+        &["agent", "--config", &cfg, "--server", "https://x:6443"],
+        &[],
+    );
     assert_eq!(out.status.code(), Some(2));
-    assert!(text(&out.stderr).contains("not implemented yet"));
+    assert!(
+        text(&out.stderr).contains("needs --token"),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = k3rs(
+        &[
+            "agent",
+            "--config",
+            &cfg,
+            "--server",
+            "http://x:6443",
+            "--token",
+            "abc",
+        ],
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("https://"),
+        "{}",
+        text(&out.stderr)
+    );
+    // The server URL also comes from the config file key `server`.
+    std::fs::write(
+        dir.path().join("config.yaml"),
+        "server: ftp://x\ntoken: abc\n",
+    )
+    .unwrap();
+    let out = k3rs(&["agent", "--config", &cfg], &[]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("ftp://x"),
+        "{}",
+        text(&out.stderr)
+    );
 }
 
 #[test]

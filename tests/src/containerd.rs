@@ -5,7 +5,6 @@
 //! `containernetworking-plugins` and `busybox-static` (scripts/setup.sh
 //! installs them); it installs nothing itself and fails saying what is missing.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -17,7 +16,9 @@ pub const BUSYBOX_IMAGE: &str = "k3rs.local/busybox:1";
 /// The sandbox image containerd starts for every pod.
 pub const PAUSE_IMAGE: &str = "k3rs.local/pause:1";
 
-const BUSYBOX: &str = "/bin/busybox";
+use k3rs_common::oci_image::BUSYBOX;
+pub use k3rs_common::oci_image::write_busybox_image;
+
 const CNI_BIN_DIR: &str = "/usr/lib/cni";
 
 pub struct Containerd {
@@ -287,133 +288,4 @@ fn unsafe_kill(pid: u32, sig: i32) {
     unsafe {
         libc::kill(pid as i32, sig);
     }
-}
-
-fn sha256_hex(data: &[u8]) -> String {
-    let d = ring::digest::digest(&ring::digest::SHA256, data);
-    d.as_ref().iter().map(|b| format!("{b:02x}")).collect()
-}
-
-/// Writes an OCI image layout tarball holding one uncompressed layer with
-/// the static busybox and its applet links, named `name` for `ctr import`.
-/// `entrypoint` makes it e.g. a pause image; otherwise it runs `sh`.
-pub fn write_busybox_image(path: &Path, name: &str, entrypoint: Option<&[&str]>) -> Result<()> {
-    let layer = busybox_layer()?;
-    let layer_digest = sha256_hex(&layer);
-    let mut cfg = serde_json::json!({
-        "Env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"],
-        "Cmd": ["/bin/sh"],
-        "WorkingDir": "/",
-    });
-    if let Some(ep) = entrypoint {
-        cfg["Entrypoint"] = serde_json::json!(ep);
-        cfg["Cmd"] = serde_json::Value::Null;
-    }
-    let config = serde_json::to_vec(&serde_json::json!({
-        "architecture": go_arch(),
-        "os": "linux",
-        "config": cfg,
-        "rootfs": {"type": "layers", "diff_ids": [format!("sha256:{layer_digest}")]},
-        "history": [{"created_by": "k3rs-e2e"}],
-    }))?;
-    let config_digest = sha256_hex(&config);
-    let manifest = serde_json::to_vec(&serde_json::json!({
-        "schemaVersion": 2,
-        "mediaType": "application/vnd.oci.image.manifest.v1+json",
-        "config": {
-            "mediaType": "application/vnd.oci.image.config.v1+json",
-            "digest": format!("sha256:{config_digest}"),
-            "size": config.len(),
-        },
-        "layers": [{
-            "mediaType": "application/vnd.oci.image.layer.v1.tar",
-            "digest": format!("sha256:{layer_digest}"),
-            "size": layer.len(),
-        }],
-    }))?;
-    let manifest_digest = sha256_hex(&manifest);
-    let index = serde_json::to_vec(&serde_json::json!({
-        "schemaVersion": 2,
-        "mediaType": "application/vnd.oci.image.index.v1+json",
-        "manifests": [{
-            "mediaType": "application/vnd.oci.image.manifest.v1+json",
-            "digest": format!("sha256:{manifest_digest}"),
-            "size": manifest.len(),
-            "annotations": {
-                "io.containerd.image.name": name,
-                "org.opencontainers.image.ref.name": name.rsplit(':').next().unwrap_or("latest"),
-            },
-        }],
-    }))?;
-    let file = std::fs::File::create(path)?;
-    let mut tar = tar::Builder::new(file);
-    add_file(
-        &mut tar,
-        "oci-layout",
-        br#"{"imageLayoutVersion":"1.0.0"}"#,
-        0o644,
-    )?;
-    add_file(&mut tar, "index.json", &index, 0o644)?;
-    for (digest, data) in [
-        (&layer_digest, &layer),
-        (&config_digest, &config),
-        (&manifest_digest, &manifest),
-    ] {
-        add_file(&mut tar, &format!("blobs/sha256/{digest}"), data, 0o644)?;
-    }
-    tar.into_inner()?.flush()?;
-    Ok(())
-}
-
-fn go_arch() -> &'static str {
-    match std::env::consts::ARCH {
-        "x86_64" => "amd64",
-        "aarch64" => "arm64",
-        "arm" => "arm",
-        other => other,
-    }
-}
-
-fn add_file<W: Write>(tar: &mut tar::Builder<W>, path: &str, data: &[u8], mode: u32) -> Result<()> {
-    let mut h = tar::Header::new_gnu();
-    h.set_size(data.len() as u64);
-    h.set_mode(mode);
-    h.set_mtime(0);
-    h.set_entry_type(tar::EntryType::Regular);
-    tar.append_data(&mut h, path, data)?;
-    Ok(())
-}
-
-fn busybox_layer() -> Result<Vec<u8>> {
-    let bin = std::fs::read(BUSYBOX).with_context(|| format!("read {BUSYBOX}"))?;
-    let mut tar = tar::Builder::new(Vec::new());
-    for d in ["bin", "etc", "tmp", "var", "proc", "sys", "dev", "root"] {
-        let mut h = tar::Header::new_gnu();
-        h.set_entry_type(tar::EntryType::Directory);
-        h.set_mode(if d == "tmp" { 0o1777 } else { 0o755 });
-        h.set_size(0);
-        h.set_mtime(0);
-        tar.append_data(&mut h, format!("{d}/"), std::io::empty())?;
-    }
-    add_file(&mut tar, "bin/busybox", &bin, 0o755)?;
-    for applet in [
-        "sh", "sleep", "echo", "cat", "env", "ls", "true", "false", "hostname", "ip", "wget", "nc",
-        "grep", "test", "head", "tail", "wc", "sed", "tr", "printf", "date", "mkdir", "touch",
-        "kill", "ps", "id", "tar", "httpd", "rm", "mv",
-    ] {
-        let mut h = tar::Header::new_gnu();
-        h.set_entry_type(tar::EntryType::Symlink);
-        h.set_mode(0o777);
-        h.set_size(0);
-        h.set_mtime(0);
-        tar.append_link(&mut h, format!("bin/{applet}"), "busybox")?;
-    }
-    add_file(
-        &mut tar,
-        "etc/passwd",
-        b"root:x:0:0:root:/root:/bin/sh\n",
-        0o644,
-    )?;
-    add_file(&mut tar, "etc/group", b"root:x:0:\n", 0o644)?;
-    Ok(tar.into_inner()?)
 }

@@ -14,17 +14,19 @@ use anyhow::{Context, Result, anyhow, bail};
 pub const READY_LINE: &str = "k3rs server is ready";
 
 /// The binaries the supervisor tests run.
-pub const BINARIES: [&str; 5] = [
+pub const BINARIES: [&str; 6] = [
     "k3rs",
     "k3rs-datastore",
     "k3rs-apiserver",
     "k3rs-scheduler",
     "k3rs-controller-manager",
+    "k3rs-node-agent",
 ];
 
 /// Workspace crates those binaries are built from.
-const SOURCE_CRATES: [&str; 7] = [
+const SOURCE_CRATES: [&str; 8] = [
     "supervisor",
+    "node-agent",
     "scheduler",
     "controller-manager",
     "datastore-shim",
@@ -91,6 +93,12 @@ fn build_binaries() -> Result<PathBuf> {
             "k3rs-datastore",
             "-p",
             "k3rs-apiserver",
+            "-p",
+            "k3rs-scheduler",
+            "-p",
+            "k3rs-controller-manager",
+            "-p",
+            "k3rs-node-agent",
         ]);
     match profile {
         "debug" => {}
@@ -174,6 +182,9 @@ pub struct ServerOptions {
     pub args: Vec<String>,
     /// Extra lines for the config file.
     pub config: String,
+    /// Also run containerd and the node agent (off by default: they need
+    /// root and share host resources, so only the tests about them do).
+    pub agent: bool,
 }
 
 /// A running `k3rs server` process. Dropping it kills the supervisor with
@@ -211,12 +222,17 @@ impl K3rsServer {
                  datastore-arg:\n  - metrics-address=127.0.0.1:{health}\n\
                  kube-scheduler-arg:\n  - secure-port={sched}\n\
                  kube-controller-manager-arg:\n  - secure-port={cm}\n\
-                 bind-address: 127.0.0.1\n{}",
+                 bind-address: 127.0.0.1\n{}{}",
+                if opts.agent {
+                    ""
+                } else {
+                    "disable-agent: true\n"
+                },
                 opts.config
             ),
         )?;
-        let mut child = Command::new(&bin)
-            .arg("server")
+        let mut cmd = Command::new(&bin);
+        cmd.arg("server")
             .arg("--config")
             .arg(&config)
             .arg("--data-dir")
@@ -224,37 +240,8 @@ impl K3rsServer {
             .arg("--write-kubeconfig")
             .arg(&kubeconfig)
             .args(["--https-listen-port", &https.to_string()])
-            .args(&opts.args)
-            .env("NO_COLOR", "1")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .with_context(|| format!("spawn {}", bin.display()))?;
-        let lines = Arc::new(Mutex::new(Vec::new()));
-        for pipe in [
-            child
-                .stdout
-                .take()
-                .map(|p| Box::new(p) as Box<dyn std::io::Read + Send>),
-            child
-                .stderr
-                .take()
-                .map(|p| Box::new(p) as Box<dyn std::io::Read + Send>),
-        ]
-        .into_iter()
-        .flatten()
-        {
-            let lines = lines.clone();
-            std::thread::spawn(move || {
-                for line in BufReader::new(pipe).lines() {
-                    let Ok(line) = line else { return };
-                    // Shown by the test runner when the test fails.
-                    eprintln!("k3rs| {line}");
-                    lines.lock().unwrap_or_else(|p| p.into_inner()).push(line);
-                }
-            });
-        }
+            .args(&opts.args);
+        let (child, lines) = spawn_captured(cmd, "k3rs")?;
         Ok(Self {
             child,
             root: root.to_path_buf(),
@@ -278,6 +265,32 @@ impl K3rsServer {
             .env("NO_COLOR", "1")
             .stdin(Stdio::null())
             .output()?)
+    }
+
+    /// Starts `k3rs agent args...` (files under `root`); `kubeconfig` and
+    /// `https_port` are the server's, for kubectl.
+    pub fn start_agent(root: &Path, server: &K3rsServer, args: &[String]) -> Result<Self> {
+        let bin = binaries()?.join("k3rs");
+        std::fs::create_dir_all(root)?;
+        let config = root.join("config.yaml");
+        std::fs::write(&config, "")?;
+        let data_dir = root.join("data");
+        let mut cmd = Command::new(&bin);
+        cmd.arg("agent")
+            .arg("--config")
+            .arg(&config)
+            .arg("--data-dir")
+            .arg(&data_dir)
+            .args(args);
+        let (child, lines) = spawn_captured(cmd, "k3rs-agent")?;
+        Ok(Self {
+            child,
+            root: root.to_path_buf(),
+            data_dir,
+            kubeconfig: server.kubeconfig.clone(),
+            https_port: server.https_port,
+            lines,
+        })
     }
 
     pub fn pid(&self) -> u32 {
@@ -399,6 +412,42 @@ impl Drop for K3rsServer {
             let _ = self.child.wait();
         }
     }
+}
+
+/// Spawns `cmd` with its stdout and stderr collected line by line (and
+/// echoed with `tag`, shown when a test fails).
+fn spawn_captured(mut cmd: Command, tag: &'static str) -> Result<(Child, Arc<Mutex<Vec<String>>>)> {
+    let mut child = cmd
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .with_context(|| format!("spawn {cmd:?}"))?;
+    let lines = Arc::new(Mutex::new(Vec::new()));
+    for pipe in [
+        child
+            .stdout
+            .take()
+            .map(|p| Box::new(p) as Box<dyn std::io::Read + Send>),
+        child
+            .stderr
+            .take()
+            .map(|p| Box::new(p) as Box<dyn std::io::Read + Send>),
+    ]
+    .into_iter()
+    .flatten()
+    {
+        let lines = lines.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(pipe).lines() {
+                let Ok(line) = line else { return };
+                eprintln!("{tag}| {line}");
+                lines.lock().unwrap_or_else(|p| p.into_inner()).push(line);
+            }
+        });
+    }
+    Ok((child, lines))
 }
 
 /// `kill -<signal> <pid>`.

@@ -420,7 +420,6 @@ impl Drop for LinkGuard {
     }
 }
 
-
 fn log_file(logs: &Path, name: &str, uid: &str, container: &str) -> PathBuf {
     logs.join(format!("default_{name}_{uid}"))
         .join(container)
