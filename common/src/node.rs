@@ -37,6 +37,19 @@ pub fn node_name(name: Option<&str>, with_node_id: bool, dir: &Path) -> std::io:
     })
 }
 
+/// The address other machines reach us on: the source address of the default route.
+pub fn detect_node_ip() -> std::net::IpAddr {
+    let guess = std::net::UdpSocket::bind("0.0.0.0:0").and_then(|s| {
+        // No packet is sent: connecting a UDP socket only picks a route.
+        s.connect("10.255.255.255:9")?;
+        s.local_addr()
+    });
+    match guess {
+        Ok(a) if !a.ip().is_unspecified() => a.ip(),
+        _ => std::net::IpAddr::from([127, 0, 0, 1]),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -173,8 +173,9 @@ pub struct Handle {
     pub kubelet_addr: SocketAddr,
 }
 
-/// Aborts a background task when the agent task that owns it ends.
-struct AbortOnDrop(JoinHandle<()>);
+/// Aborts a background task when whatever holds it is dropped (the agent
+/// task owns its DNS, kubelet API and log-rotation tasks this way).
+pub(crate) struct AbortOnDrop(pub(crate) tokio::task::AbortHandle);
 
 impl Drop for AbortOnDrop {
     fn drop(&mut self) {
@@ -283,13 +284,17 @@ pub async fn start(mut config: Config) -> Result<Handle, Error> {
     });
     let task = tokio::spawn(async move {
         let _health = health;
-        let _dns = dns.map(dns::AbortOnDrop);
-        let _kubelet = AbortOnDrop(tokio::spawn(kubelet_api::serve(kubelet, kubelet_state)));
-        let _rotation = AbortOnDrop(tokio::spawn(kubelet_api::rotate_logs(
-            rt.clone(),
-            config.pod_logs_dir.clone(),
-            rotation,
-        )));
+        let _dns = dns.map(AbortOnDrop);
+        let _kubelet =
+            AbortOnDrop(tokio::spawn(kubelet_api::serve(kubelet, kubelet_state)).abort_handle());
+        let _rotation = AbortOnDrop(
+            tokio::spawn(kubelet_api::rotate_logs(
+                rt.clone(),
+                config.pod_logs_dir.clone(),
+                rotation,
+            ))
+            .abort_handle(),
+        );
         agent(config, client, rt, ready).await
     });
     Ok(Handle {

@@ -77,18 +77,7 @@ pub fn go_arch() -> &'static str {
     }
 }
 
-/// The address other machines reach us on: the source address of the default route.
-pub fn detect_node_ip() -> IpAddr {
-    let guess = std::net::UdpSocket::bind("0.0.0.0:0").and_then(|s| {
-        // No packet is sent: connecting a UDP socket only picks a route.
-        s.connect("10.255.255.255:9")?;
-        s.local_addr()
-    });
-    match guess {
-        Ok(a) if !a.ip().is_unspecified() => a.ip(),
-        _ => IpAddr::from([127, 0, 0, 1]),
-    }
-}
+pub use k3rs_common::node::detect_node_ip;
 
 impl Machine {
     pub fn probe(root_dir: &Path, node_ip: IpAddr, runtime_version: &str) -> Self {

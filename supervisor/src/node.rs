@@ -178,7 +178,8 @@ state = "{state}"
 [plugins."io.containerd.grpc.v1.cri"]
   sandbox_image = "{PAUSE_IMAGE}"
   stream_server_address = "127.0.0.1"
-  stream_server_port = "0"
+  # "0" would make containerd hand out streaming URLs ending in ":0".
+  stream_server_port = "{stream_port}"
   # In nested containers lowering OOM scores is not allowed: never ask
   # for less than containerd's own.
   restrict_oom_score_adj = true
@@ -199,7 +200,17 @@ state = "{state}"
         runc = dir.join("runc").display(),
         snapshotter = s.snapshotter,
         cni = s.cni_conf_dir().display(),
+        stream_port = free_loopback_port(),
     )
+}
+
+/// A port free on 127.0.0.1 now, for containerd's exec/attach/port-forward
+/// streaming server (two nodes on one host must not share K3s's fixed 10010).
+fn free_loopback_port() -> u16 {
+    std::net::TcpListener::bind(("127.0.0.1", 0))
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap_or(10010)
 }
 
 /// containerd as a supervised daemon, or None with
@@ -404,8 +415,13 @@ pub fn server_node_credentials(
             ..Default::default()
         })
         .map_err(pki_err)?;
+    // The API server dials the kubelet at the Node's InternalIP, which the
+    // agent detects the same way when --node-ip is not given.
+    let node_ip = s.node_ip.unwrap_or_else(k3rs_common::node::detect_node_ip);
     let mut ips = vec![IpAddr::from([127, 0, 0, 1])];
-    ips.extend(s.node_ip);
+    if !node_ip.is_loopback() {
+        ips.push(node_ip);
+    }
     let serving = boot
         .ca
         .issue(&CertSpec {

@@ -228,7 +228,7 @@ fn server_runs_a_node_and_agents_join() -> Result<()> {
     eprintln!("join-test: A pod from the airgap image runs on it.");
     // A pod from the airgap image runs on it.
     let pod = format!(
-        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: airgap\nspec:\n  containers:\n  - name: c\n    image: {BUSYBOX_IMAGE}\n    imagePullPolicy: Never\n    command: [\"sleep\", \"3600\"]\n"
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: airgap\nspec:\n  containers:\n  - name: c\n    image: {BUSYBOX_IMAGE}\n    imagePullPolicy: Never\n    command: [\"sh\", \"-c\", \"echo hello from airgap; exec sleep 3600\"]\n"
     );
     server.kubectl_until_ok(&["apply", "-f", "-"], Some(&pod), Duration::from_secs(20))?;
     kubectl_until(
@@ -244,6 +244,16 @@ fn server_runs_a_node_and_agents_join() -> Result<()> {
         "pod airgap Running",
         |t| t.starts_with("Running 10.244.81.") && t.ends_with(SERVER_NODE),
     )?;
+    // Logs and exec go apiserver → kubelet API with the certificates the
+    // supervisor issued (kubelet client cert, CA-signed serving cert).
+    let logs = server.kubectl_until_ok(&["logs", "airgap"], None, Duration::from_secs(30))?;
+    assert_eq!(logs.trim(), "hello from airgap");
+    let host = server.kubectl_until_ok(
+        &["exec", "airgap", "--", "cat", "/etc/hostname"],
+        None,
+        Duration::from_secs(30),
+    )?;
+    assert_eq!(host.trim(), "airgap");
 
     eprintln!("join-test: A second node joins with the node token.");
     // A second node joins with the node token.

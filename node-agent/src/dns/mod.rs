@@ -173,15 +173,6 @@ pub async fn run_retrying(
     }
 }
 
-/// Aborts a task when dropped (the agent holds its DNS task this way).
-pub struct AbortOnDrop(pub tokio::task::AbortHandle);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
-}
-
 /// Applies a watch stream of `K` to the zone: a relist replaces what the
 /// list had (so objects deleted while disconnected disappear).
 async fn apply_events<K, S>(

@@ -10,9 +10,9 @@ use hickory_proto::rr::{RData, Record, RecordType};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
 
-use super::AbortOnDrop;
 use super::forward::Forwarder;
 use super::records::{Lookup, Zone};
+use crate::AbortOnDrop;
 
 /// Classic DNS over UDP without EDNS.
 const PLAIN_UDP_LIMIT: usize = 512;
