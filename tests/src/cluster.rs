@@ -117,6 +117,17 @@ impl ControlPlane {
     }
 
     /// Runs kubectl `version` ("1.32", "1.33", ...) with the admin kubeconfig.
+    /// `kubectl get <what> -o jsonpath=<path>` with kubectl `version`; the
+    /// output, empty when kubectl failed (callers poll until it matches).
+    pub async fn jsonpath(&self, version: &str, what: &[&str], path: &str) -> String {
+        let mut args = vec!["get"];
+        args.extend_from_slice(what);
+        let jp = format!("jsonpath={path}");
+        args.extend_from_slice(&["-o", &jp]);
+        let out = self.kubectl_raw(version, &args).await.expect("kubectl");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
     pub async fn kubectl_raw(&self, version: &str, args: &[&str]) -> Result<Output> {
         self.kubectl_with(version, args, None, &[]).await
     }

@@ -121,12 +121,7 @@ fn rdata(m: &Message) -> Vec<String> {
 }
 
 async fn jsonpath(cp: &ControlPlane, what: &[&str], path: &str) -> String {
-    let mut args = vec!["get"];
-    args.extend_from_slice(what);
-    let jp = format!("jsonpath={path}");
-    args.extend_from_slice(&["-o", &jp]);
-    let out = cp.kubectl_raw(V, &args).await.expect("kubectl");
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    cp.jsonpath(V, what, path).await
 }
 
 const OBJECTS: &str = r#"apiVersion: v1

@@ -21,12 +21,7 @@ const V: &str = "1.32";
 const BRIDGE: &str = "k3rskl0";
 
 async fn jsonpath(cp: &ControlPlane, what: &[&str], path: &str) -> String {
-    let mut args = vec!["get"];
-    args.extend_from_slice(what);
-    let jp = format!("jsonpath={path}");
-    args.extend_from_slice(&["-o", &jp]);
-    let out = cp.kubectl_raw(V, &args).await.expect("kubectl");
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    cp.jsonpath(V, what, path).await
 }
 
 async fn wait_for<T, F, Fut>(cp: &ControlPlane, ctd: &Containerd, what: &str, mut f: F) -> T

@@ -36,12 +36,7 @@ fn agent_config(cp: &ControlPlane, ctd: &Containerd, dir: &Path) -> k3rs_node_ag
 }
 
 async fn jsonpath(cp: &ControlPlane, what: &[&str], path: &str) -> String {
-    let mut args = vec!["get"];
-    args.extend_from_slice(what);
-    let jp = format!("jsonpath={path}");
-    args.extend_from_slice(&["-o", &jp]);
-    let out = cp.kubectl_raw(V, &args).await.expect("kubectl");
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    cp.jsonpath(V, what, path).await
 }
 
 async fn events_of(cp: &ControlPlane, pod: &str) -> String {

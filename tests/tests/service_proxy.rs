@@ -111,12 +111,7 @@ fn agent_config(
 }
 
 async fn jsonpath(cp: &ControlPlane, what: &[&str], path: &str) -> String {
-    let mut args = vec!["get"];
-    args.extend_from_slice(what);
-    let jp = format!("jsonpath={path}");
-    args.extend_from_slice(&["-o", &jp]);
-    let out = cp.kubectl_raw(V, &args).await.expect("kubectl");
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    cp.jsonpath(V, what, path).await
 }
 
 async fn wait_for<T, F, Fut>(what: &str, timeout: Duration, mut f: F) -> T
