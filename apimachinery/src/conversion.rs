@@ -38,6 +38,22 @@ pub fn event_to_events_v1(obj: &mut Value) {
 /// An `events.k8s.io/v1` object in the stored (core `v1`) shape.
 pub fn events_v1_to_event(obj: &mut Value) {
     rename(obj, |(core, events)| (events, core));
+    // A repeated event carries its tally in `series`; core readers (`kubectl
+    // get events`, `describe`'s "x3 over") look at `count`/`lastTimestamp`.
+    let series = obj.get("series").cloned();
+    if let (Some(m), Some(s)) = (obj.as_object_mut(), series) {
+        if let Some(c) = s.get("count").filter(|c| c.is_i64()) {
+            m.insert("count".into(), c.clone());
+        }
+        if let Some(t) = s.get("lastObservedTime").and_then(Value::as_str) {
+            // MicroTime → Time: core timestamps have whole seconds.
+            let whole = match (t.find('.'), t.strip_suffix('Z')) {
+                (Some(dot), Some(_)) => format!("{}Z", &t[..dot]),
+                _ => t.to_string(),
+            };
+            m.insert("lastTimestamp".into(), Value::String(whole));
+        }
+    }
     if let Some(m) = obj.as_object_mut() {
         m.insert("apiVersion".into(), "v1".into());
         m.insert("kind".into(), "Event".into());
@@ -105,6 +121,18 @@ mod tests {
         assert!(v.get("involvedObject").is_none() && v.get("message").is_none());
         events_v1_to_event(&mut v);
         assert_eq!(v, core);
+    }
+
+    #[test]
+    fn a_series_sets_the_core_count() {
+        let mut v = serde_json::json!({
+            "apiVersion": "events.k8s.io/v1", "kind": "Event",
+            "note": "again", "series": {"count": 7, "lastObservedTime": "2026-01-01T00:00:07.000000Z"},
+        });
+        events_v1_to_event(&mut v);
+        assert_eq!(v["count"], 7);
+        assert_eq!(v["lastTimestamp"], "2026-01-01T00:00:07Z");
+        assert_eq!(v["message"], "again");
     }
 
     #[test]

@@ -565,18 +565,6 @@ fn prepare_create(ctx: &Ctx<'_>, obj: &mut Value) -> ApiResult<String> {
         .and_then(Value::as_str)
         .unwrap_or("")
         .to_string();
-    let name = if name.is_empty() {
-        match meta.get("generateName").and_then(Value::as_str) {
-            Some(g) if !g.is_empty() => {
-                let n = format!("{g}{}", object::random_suffix());
-                meta.insert("name".into(), json!(n));
-                n
-            }
-            _ => String::new(),
-        }
-    } else {
-        name
-    };
     meta.insert("uid".into(), json!(uuid::Uuid::new_v4().to_string()));
     meta.insert("creationTimestamp".into(), json!(object::now_rfc3339()));
     meta.remove("resourceVersion");
@@ -589,6 +577,24 @@ fn prepare_create(ctx: &Ctx<'_>, obj: &mut Value) -> ApiResult<String> {
         meta_mut(obj).remove("generation");
     }
     Ok(name)
+}
+
+/// Gives a `generateName` object its name. Upstream does this after
+/// admission, so admission errors name the prefix (`pods "web-7d4b-"`), which
+/// lets repeated failures of one controller aggregate into one event.
+fn generate_name(obj: &mut Value, name: String) -> String {
+    if !name.is_empty() {
+        return name;
+    }
+    let meta = meta_mut(obj);
+    match meta.get("generateName").and_then(Value::as_str) {
+        Some(g) if !g.is_empty() => {
+            let n = format!("{g}{}", object::random_suffix());
+            meta.insert("name".into(), json!(n));
+            n
+        }
+        _ => String::new(),
+    }
 }
 
 fn invalid(res: &ResourceDef, name: &str, errs: k3rs_apimachinery::FieldErrors) -> ApiResult<()> {
@@ -651,6 +657,7 @@ async fn create_checked(ctx: &Ctx<'_>, mut obj: Value, record: bool) -> ApiResul
     }
     defaults::apply_defaults(res.group, res.version, res.kind, &mut obj);
     crate::admission::mutate_create(ctx.api, res, &mut obj).await?;
+    let name = generate_name(&mut obj, name);
     invalid(
         res,
         &name,
@@ -853,7 +860,16 @@ async fn write_update(
     let finalizers_empty = new["metadata"]["finalizers"]
         .as_array()
         .is_none_or(Vec::is_empty);
-    if deleting && finalizers_empty && !ctx.query.dry_run() {
+    // A terminating namespace also waits for its spec finalizers (the
+    // namespace controller's `kubernetes`), which only `finalize` removes; a
+    // status write in between (the controller's progress conditions) must not
+    // complete the delete while content is still being removed.
+    let ns_pending = ctx.res.group.is_empty()
+        && ctx.res.kind == "Namespace"
+        && new["spec"]["finalizers"]
+            .as_array()
+            .is_some_and(|f| !f.is_empty());
+    if deleting && finalizers_empty && !ns_pending && !ctx.query.dry_run() {
         settle(ctx, claims, false).await;
         return match ctx.api.store.delete(&ctx.key(&name)?, cur.mod_rev).await? {
             Cas::Done(rev) => {

@@ -293,8 +293,11 @@ impl Controller {
             }
             Err(kube::Error::Api(s)) if s.code == 409 => {}
             Err(e) => {
-                self.events
-                    .warning(cj, "FailedCreate", format!("Error creating job: {e}"));
+                self.events.warning(
+                    cj,
+                    "FailedCreate",
+                    format!("Error creating job: {}", crate::framework::api_message(&e)),
+                );
                 return Err(e.into());
             }
         }

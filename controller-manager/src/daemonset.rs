@@ -365,7 +365,7 @@ impl Controller {
                         self.events.warning(
                             ds.as_ref(),
                             "FailedCreate",
-                            format!("Error creating: {e}"),
+                            format!("Error creating: {}", crate::framework::api_message(&e)),
                         );
                         return Err(e.into());
                     }

@@ -505,6 +505,15 @@ pub fn enabled(spec: &[String], name: &str) -> bool {
     on
 }
 
+/// The message of an API error as upstream controllers word their events
+/// and conditions: the server's `Status.message`, not the client's debug form.
+pub fn api_message(e: &kube::Error) -> String {
+    match e {
+        kube::Error::Api(s) => s.message.clone(),
+        other => other.to_string(),
+    }
+}
+
 /// Event recording through events.k8s.io/v1, fire-and-forget so a slow or
 /// failing event write never holds up a sync.
 #[derive(Clone)]

@@ -647,8 +647,11 @@ impl Controller {
                 ),
                 Err(e) => {
                     self.expectations.observed_add(key);
-                    self.events
-                        .warning(job, "FailedCreate", format!("Error creating: {e}"));
+                    self.events.warning(
+                        job,
+                        "FailedCreate",
+                        format!("Error creating: {}", crate::framework::api_message(&e)),
+                    );
                     first_err.get_or_insert(e);
                 }
             }

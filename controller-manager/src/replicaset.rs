@@ -378,9 +378,12 @@ impl<K: Replicated> Controller<K> {
                     {
                         return Ok(());
                     }
-                    self.events
-                        .warning(rs, "FailedCreate", format!("Error creating: {e}"));
-                    return Err(SyncError::Create(e.to_string()));
+                    self.events.warning(
+                        rs,
+                        "FailedCreate",
+                        format!("Error creating: {}", crate::framework::api_message(&e)),
+                    );
+                    return Err(SyncError::Create(crate::framework::api_message(&e)));
                 }
                 batch *= 2;
             }
@@ -411,8 +414,11 @@ impl<K: Replicated> Controller<K> {
                     }
                     Err(e) => {
                         self.expectations.observed_del(key);
-                        self.events
-                            .warning(rs, "FailedDelete", format!("Error deleting: {e}"));
+                        self.events.warning(
+                            rs,
+                            "FailedDelete",
+                            format!("Error deleting: {}", crate::framework::api_message(&e)),
+                        );
                         first_err.get_or_insert(e);
                     }
                 }

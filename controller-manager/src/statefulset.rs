@@ -138,8 +138,9 @@ impl Controller {
                                 sts.as_ref(),
                                 "FailedCreate",
                                 format!(
-                                    "create Pod {} in StatefulSet {name} failed error: {e}",
-                                    pod.name_any()
+                                    "create Pod {} in StatefulSet {name} failed error: {}",
+                                    pod.name_any(),
+                                    crate::framework::api_message(&e)
                                 ),
                             );
                             return Err(e.into());

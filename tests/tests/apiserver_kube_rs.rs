@@ -131,8 +131,56 @@ async fn run(backend: Backend) {
     }
     task.abort();
     events_are_one_resource_in_two_groups(&cp, client.clone()).await;
+    terminating_namespace_waits_for_finalize(client.clone()).await;
     cp.shutdown();
     store.stop().await;
+}
+
+/// A terminating namespace stays until its `kubernetes` finalizer is removed
+/// through `finalize`: the namespace controller's progress conditions, written
+/// to `status` in between, must not complete the delete early.
+async fn terminating_namespace_waits_for_finalize(client: kube::Client) {
+    use k8s_openapi::api::core::v1::Namespace;
+    use kube::api::DeleteParams;
+
+    let nss: Api<Namespace> = Api::all(client.clone());
+    let ns: Namespace = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "held"}
+    }))
+    .expect("namespace");
+    nss.create(&PostParams::default(), &ns)
+        .await
+        .expect("create ns");
+    nss.delete("held", &DeleteParams::default())
+        .await
+        .expect("delete ns");
+    let cond = serde_json::json!({"status": {"conditions": [{
+        "type": "NamespaceContentRemaining", "status": "True",
+        "reason": "SomeResourcesRemain", "message": "Some resources are remaining: pods. has 2 resource instances"
+    }]}});
+    nss.patch_status("held", &PatchParams::default(), &Patch::Merge(&cond))
+        .await
+        .expect("patch status");
+    let still = nss.get("held").await.expect("namespace still there");
+    assert_eq!(
+        still.status.as_ref().and_then(|s| s.phase.as_deref()),
+        Some("Terminating")
+    );
+    assert_eq!(
+        still.spec.as_ref().and_then(|s| s.finalizers.clone()),
+        Some(vec!["kubernetes".to_string()])
+    );
+    let mut done = still.clone();
+    if let Some(spec) = done.spec.as_mut() {
+        spec.finalizers = Some(vec![]);
+    }
+    nss.replace_subresource("finalize", "held", &PostParams::default(), &done)
+        .await
+        .expect("finalize");
+    match nss.get("held").await {
+        Err(kube::Error::Api(s)) if s.code == 404 => {}
+        other => panic!("namespace should be gone after finalize: {other:?}"),
+    }
 }
 
 /// An event kube-rs's `Recorder` writes through `events.k8s.io/v1` is the

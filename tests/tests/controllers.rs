@@ -2050,3 +2050,133 @@ spec:
         .await;
     assert_eq!(out, "False");
 }
+
+const GHOST_YAML: &str = r#"
+apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: ghost
+spec:
+  replicas: 2
+  selector:
+    matchLabels: {app: ghost}
+  template:
+    metadata:
+      labels: {app: ghost}
+    spec:
+      serviceAccountName: ghost
+      containers:
+      - name: c
+        image: busybox
+"#;
+
+/// A template the API server rejects (its ServiceAccount does not exist) gets
+/// a Warning event and a `ReplicaFailure` condition, retries back off instead
+/// of hot-looping, everything else keeps working, and the object recovers
+/// once the cause is fixed.
+#[tokio::test]
+async fn a_template_the_api_rejects_is_reported_and_the_rest_keeps_going() {
+    let (env, _) = env(&["node-a"]).await;
+    env.cp
+        .kubectl_in(K, &["apply", "-f", "-"], Some(GHOST_YAML))
+        .await;
+    env.cp
+        .kubectl_in(K, &["apply", "-f", "-"], Some(DEPLOY_YAML))
+        .await;
+    let out = env
+        .k(&["rollout", "status", "deployment/web", "--timeout=90s"])
+        .await;
+    assert!(out.contains("successfully rolled out"), "{out}");
+
+    let msg = wait_for("ReplicaFailure on the ghost ReplicaSet", 30, || async {
+        let rs = env.replica_sets("default").await.into_iter().find(|r| {
+            r.metadata
+                .name
+                .as_deref()
+                .is_some_and(|n| n.starts_with("ghost-"))
+        })?;
+        let c = rs
+            .status?
+            .conditions?
+            .into_iter()
+            .find(|c| c.type_ == "ReplicaFailure" && c.status == "True")?;
+        assert_eq!(c.reason.as_deref(), Some("FailedCreate"));
+        c.message
+    })
+    .await;
+    assert!(
+        msg.contains("serviceaccount \"ghost\" not found"),
+        "condition message names the cause: {msg}"
+    );
+    let events = wait_for("FailedCreate warning", 30, || async {
+        let out = env
+            .k(&[
+                "get",
+                "events",
+                "--field-selector",
+                "type=Warning,reason=FailedCreate",
+                "-o",
+                "jsonpath={range .items[*]}{.involvedObject.name} {.count} {.message}{\"\\n\"}{end}",
+            ])
+            .await;
+        out.contains("ghost-").then_some(out)
+    })
+    .await;
+    assert!(
+        events.contains("serviceaccount \"ghost\" not found"),
+        "{events}"
+    );
+
+    // Back-off, not a busy loop: a few seconds later the failed creates are
+    // counted in the low tens at most (a hot loop makes thousands).
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let counts = env
+        .k(&[
+            "get",
+            "events",
+            "--field-selector",
+            "type=Warning,reason=FailedCreate",
+            "-o",
+            "jsonpath={range .items[*]}{.count}{\"\\n\"}{end}",
+        ])
+        .await;
+    let total: i64 = counts
+        .lines()
+        .filter_map(|l| l.trim().parse::<i64>().ok())
+        .sum();
+    let dump = env.k(&["get", "events", "-o", "yaml"]).await;
+    eprintln!("FailedCreate events counted: {total}");
+    assert!(
+        (1..=40).contains(&total),
+        "failed creates in ~10 s: {total}\n{dump}"
+    );
+    assert!(env.pods("default").await.iter().all(|p| {
+        p.metadata
+            .name
+            .as_deref()
+            .is_some_and(|n| n.starts_with("web-"))
+    }));
+
+    // Fixing the cause lets the controller finish on its next retry.
+    env.k(&["create", "serviceaccount", "ghost"]).await;
+    let out = env
+        .k(&["rollout", "status", "deployment/ghost", "--timeout=120s"])
+        .await;
+    assert!(out.contains("successfully rolled out"), "{out}");
+    wait_for("ReplicaFailure cleared", 30, || async {
+        let rs = env.replica_sets("default").await.into_iter().find(|r| {
+            r.metadata
+                .name
+                .as_deref()
+                .is_some_and(|n| n.starts_with("ghost-"))
+        })?;
+        let failing = rs
+            .status?
+            .conditions
+            .unwrap_or_default()
+            .iter()
+            .any(|c| c.type_ == "ReplicaFailure");
+        (!failing).then_some(())
+    })
+    .await;
+}
