@@ -4,7 +4,7 @@
 //! node affinity `matchFields metadata.name`, as upstream. RollingUpdate
 //! replaces pods of an older template within maxUnavailable; OnDelete waits.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use k8s_openapi::api::apps::v1::DaemonSet;
@@ -22,6 +22,7 @@ use crate::framework::{
     Action, Change, Ctx, Events, Expectations, Informer, WorkQueue, controller_ref, key_of,
     pod_is_active, pod_is_available, pod_is_ready, run_workers, split_key,
 };
+use crate::history::History;
 
 pub const REVISION_LABEL: &str = "controller-revision-hash";
 
@@ -34,6 +35,7 @@ pub fn start(ctx: &Ctx) -> Result<(), Error> {
         pods: ctx.informers.get::<Pod>(),
         nodes: ctx.informers.get::<Node>(),
         expectations: Expectations::default(),
+        history: History::new(ctx),
     });
     let queue = WorkQueue::new();
     {
@@ -101,6 +103,7 @@ struct Controller {
     pods: Arc<Informer<Pod>>,
     nodes: Arc<Informer<Node>>,
     expectations: Expectations,
+    history: History,
 }
 
 /// The tolerations every DaemonSet pod gets, so daemons keep running on
@@ -247,6 +250,10 @@ impl Controller {
         let Some(spec) = ds.spec.as_ref() else {
             return Ok(Action::Done);
         };
+        if ds.metadata.deletion_timestamp.is_some() {
+            // The garbage collector takes its pods and revisions.
+            return Ok(Action::Done);
+        }
         let template = &spec.template;
         let pod_spec = template.spec.clone().unwrap_or_default();
         let hash = pod_template_hash(
@@ -265,6 +272,21 @@ impl Controller {
                 by_node.entry(n).or_default().push(p);
             }
         }
+        let in_use: HashSet<String> = by_node
+            .values()
+            .flatten()
+            .filter_map(|p| p.metadata.labels.as_ref()?.get(REVISION_LABEL))
+            .map(|h| format!("{name}-{h}"))
+            .collect();
+        self.history
+            .record(
+                ds.as_ref(),
+                template,
+                &hash,
+                spec.revision_history_limit.unwrap_or(10),
+                &in_use,
+            )
+            .await?;
         let nodes = self.nodes.store.state();
         let pod_api: Api<Pod> = Api::namespaced(self.client.clone(), ns);
         let mut create: Vec<String> = Vec::new();

@@ -17,6 +17,7 @@ pub mod endpoints;
 pub mod endpointslice;
 pub mod framework;
 pub mod garbagecollector;
+pub mod history;
 pub mod job;
 pub mod namespace;
 pub mod nodeipam;

@@ -20,6 +20,7 @@ use crate::framework::{
     Action, Change, Ctx, Events, Informer, WorkQueue, controller_ref, key_of, pod_is_active,
     pod_is_available, pod_is_ready, run_workers, split_key,
 };
+use crate::history::History;
 
 pub fn start(ctx: &Ctx) -> Result<(), Error> {
     let ctl = Arc::new(Controller {
@@ -29,6 +30,7 @@ pub fn start(ctx: &Ctx) -> Result<(), Error> {
         sets: ctx.informers.get::<StatefulSet>(),
         pods: ctx.informers.get::<Pod>(),
         claims: ctx.informers.get::<PersistentVolumeClaim>(),
+        history: History::new(ctx),
     });
     let queue = WorkQueue::new();
     {
@@ -70,6 +72,7 @@ struct Controller {
     sets: Arc<Informer<StatefulSet>>,
     pods: Arc<Informer<Pod>>,
     claims: Arc<Informer<PersistentVolumeClaim>>,
+    history: History,
 }
 
 fn ordinal(set: &str, pod: &str) -> Option<i32> {
@@ -96,12 +99,9 @@ impl Controller {
         let uid = sts.metadata.uid.clone().unwrap_or_default();
         let replicas = spec.replicas.unwrap_or(1).max(0);
         let parallel = spec.pod_management_policy.as_deref() == Some("Parallel");
-        let update_rev = format!(
-            "{name}-{}",
-            pod_template_hash(
-                Some(&spec.template),
-                sts.status.as_ref().and_then(|s| s.collision_count)
-            )
+        let hash = pod_template_hash(
+            Some(&spec.template),
+            sts.status.as_ref().and_then(|s| s.collision_count),
         );
         let now = self.clock.now();
         let min_ready = spec.min_ready_seconds.unwrap_or(0);
@@ -113,6 +113,21 @@ impl Controller {
             .filter_map(|p| Some((ordinal(name, &p.name_any())?, p)))
             .collect();
         pods.sort_by_key(|(i, _)| *i);
+        let mut in_use: std::collections::HashSet<String> = pods
+            .iter()
+            .filter_map(|(_, p)| revision_of(p).cloned())
+            .collect();
+        in_use.extend(sts.status.as_ref().and_then(|s| s.current_revision.clone()));
+        let update_rev = self
+            .history
+            .record(
+                sts.as_ref(),
+                &spec.template,
+                &hash,
+                spec.revision_history_limit.unwrap_or(10),
+                &in_use,
+            )
+            .await?;
         let pod_api: Api<Pod> = Api::namespaced(self.client.clone(), ns);
         let get = |i: i32| pods.iter().find(|(o, _)| *o == i).map(|(_, p)| p.clone());
 

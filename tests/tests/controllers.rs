@@ -2180,3 +2180,116 @@ async fn a_template_the_api_rejects_is_reported_and_the_rest_keeps_going() {
     })
     .await;
 }
+
+/// `kubectl rollout history|undo` on a DaemonSet and a StatefulSet: both
+/// keep their templates as ControllerRevisions, an undo brings the old
+/// template back as the newest revision, and the revisions go with their owner.
+#[tokio::test]
+async fn daemonsets_and_statefulsets_roll_back_through_controller_revisions() {
+    let (env, _) = env(&["node-a", "node-b"]).await;
+    env.cp
+        .kubectl_in(K, &["apply", "-f", "-"], Some(DS_YAML))
+        .await;
+    let sts = STS_YAML
+        .replace("replicas: 3", "replicas: 2")
+        .replace("  volumeClaimTemplates:\n", "  __cut__\n");
+    let sts = sts
+        .split("  __cut__")
+        .next()
+        .unwrap_or_default()
+        .to_string();
+    env.cp
+        .kubectl_in(K, &["apply", "-f", "-"], Some(&sts))
+        .await;
+    for (kind, container, old, new) in [
+        ("ds/agent", "agent", "busybox:1", "busybox:2"),
+        ("sts/web", "nginx", "nginx:1.25", "nginx:1.26"),
+    ] {
+        let out = env.k(&["rollout", "status", kind, "--timeout=90s"]).await;
+        assert!(out.contains("roll"), "{kind}: {out}");
+        env.k(&["set", "image", kind, &format!("{container}={new}")])
+            .await;
+        let out = env.k(&["rollout", "status", kind, "--timeout=90s"]).await;
+        assert!(
+            out.contains("roll") || out.contains("complete"),
+            "{kind}: {out}"
+        );
+        let history = env.k(&["rollout", "history", kind]).await;
+        let revs: Vec<&str> = history
+            .lines()
+            .skip_while(|l| !l.starts_with("REVISION"))
+            .skip(1)
+            .filter_map(|l| l.split_whitespace().next())
+            .collect();
+        assert_eq!(revs, ["1", "2"], "{kind} history:\n{history}");
+
+        env.k(&["rollout", "undo", kind]).await;
+        let image = wait_for(&format!("{kind} template rolled back"), 30, || async {
+            let out = env
+                .k(&[
+                    "get",
+                    kind,
+                    "-o",
+                    "jsonpath={.spec.template.spec.containers[0].image}",
+                ])
+                .await;
+            (out == old).then_some(out)
+        })
+        .await;
+        assert_eq!(image, old);
+        env.k(&["rollout", "status", kind, "--timeout=90s"]).await;
+        let history = wait_for(&format!("{kind} revision 3"), 30, || async {
+            let h = env.k(&["rollout", "history", kind]).await;
+            h.contains("\n3 ").then_some(h)
+        })
+        .await;
+        let revs: Vec<&str> = history
+            .lines()
+            .skip_while(|l| !l.starts_with("REVISION"))
+            .skip(1)
+            .filter_map(|l| l.split_whitespace().next())
+            .collect();
+        assert_eq!(revs, ["2", "3"], "{kind} history after undo:\n{history}");
+        // Every pod runs the restored template.
+        wait_for(&format!("{kind} pods back on {old}"), 60, || async {
+            let pods = env.pods("default").await;
+            let mine: Vec<&Pod> = pods
+                .iter()
+                .filter(|p| {
+                    let n = p.metadata.name.as_deref().unwrap_or("");
+                    p.metadata.deletion_timestamp.is_none()
+                        && if kind.starts_with("ds") {
+                            n.starts_with("agent-")
+                        } else {
+                            n.starts_with("web-")
+                        }
+                })
+                .collect();
+            (mine.len() == 2
+                && mine.iter().all(|p| {
+                    p.spec.as_ref().map(|s| s.containers[0].image.as_deref()) == Some(Some(old))
+                }))
+            .then_some(())
+        })
+        .await;
+    }
+    let sts_status = env
+        .k(&[
+            "get",
+            "sts",
+            "web",
+            "-o",
+            "jsonpath={.status.currentRevision}={.status.updateRevision}",
+        ])
+        .await;
+    let (cur, upd) = sts_status.split_once('=').unwrap_or_default();
+    assert!(!cur.is_empty() && cur == upd, "{sts_status}");
+    assert!(env.k_ok(&["get", "controllerrevision", cur]).await);
+
+    env.k(&["delete", "ds", "agent"]).await;
+    wait_for("the DaemonSet's revisions collected", 30, || async {
+        let out = env.k(&["get", "controllerrevisions", "-o", "name"]).await;
+        (!out.contains("agent-")).then_some(())
+    })
+    .await;
+}
