@@ -23,6 +23,7 @@ use std::time::Duration;
 
 use futures::{Stream, StreamExt};
 use k8s_openapi::api::core::v1::{Node, PersistentVolume, PersistentVolumeClaim, Pod};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::Api;
 use kube::runtime::{WatchStreamExt, reflector, watcher};
 use prometheus_client::metrics::gauge::ConstGauge;
@@ -300,10 +301,26 @@ async fn schedule(
         .default_backoff()
         .reflect(pv_writer)
         .touched_objects();
-    let pvc_stream = watcher(Api::<PersistentVolumeClaim>::all(client.clone()), cfg)
+    let pvc_stream = watcher(
+        Api::<PersistentVolumeClaim>::all(client.clone()),
+        cfg.clone(),
+    )
+    .default_backoff()
+    .reflect(pvc_writer)
+    .touched_objects();
+    // Budgets only matter when choosing preemption victims: a cache, no events.
+    let (pdb_store, pdb_writer) = reflector::store::<PodDisruptionBudget>();
+    let pdb_stream = watcher(Api::<PodDisruptionBudget>::all(client.clone()), cfg)
         .default_backoff()
-        .reflect(pvc_writer)
-        .touched_objects();
+        .reflect(pdb_writer);
+    tasks.push(tokio::spawn(async move {
+        futures::pin_mut!(pdb_stream);
+        while let Some(ev) = pdb_stream.next().await {
+            if let Err(e) = ev {
+                tracing::warn!(error = %e, "disruption budget watch failed; retrying");
+            }
+        }
+    }));
     for s in [
         pv_stream.map(|r| r.map(|_| ())).boxed(),
         pvc_stream.map(|r| r.map(|_| ())).boxed(),
@@ -330,6 +347,7 @@ async fn schedule(
         recorder,
         pv_store,
         pvc_store,
+        pdb_store,
         scheduler_name,
         counters,
     );

@@ -1,14 +1,18 @@
 //! Preemption (upstream's DefaultPreemption PostFilter): when a pod fits
 //! nowhere, find the node where evicting the fewest, lowest-priority pods
-//! makes it fit.
+//! makes it fit, preferring victims whose eviction keeps every
+//! PodDisruptionBudget within its allowed disruptions.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::NodeSelector;
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 
 use crate::cache::{Cache, NodeInfo, PodInfo};
 use crate::framework::{CycleState, Diagnosis, Failure, Framework};
+use crate::selectors::label_selector_matches;
 
 pub const NOT_HELPFUL: &str = "Preemption is not helpful for scheduling";
 pub const NO_VICTIMS: &str = "No preemption victims found for incoming pod";
@@ -42,15 +46,88 @@ fn fits_without(
     framework.filter(&st, &trimmed).is_ok()
 }
 
+/// A PodDisruptionBudget as preemption weighs it.
+#[derive(Debug, Clone)]
+pub struct Budget {
+    namespace: String,
+    selector: LabelSelector,
+    allowed: i32,
+    /// Pods already counted as disrupted (being evicted) by the budget.
+    disrupted: HashSet<String>,
+}
+
+impl Budget {
+    pub fn from_pdb(pdb: &PodDisruptionBudget) -> Option<Self> {
+        let selector = pdb.spec.as_ref()?.selector.clone()?;
+        let status = pdb.status.as_ref();
+        Some(Self {
+            namespace: pdb.metadata.namespace.clone().unwrap_or_default(),
+            selector,
+            allowed: status.map(|s| s.disruptions_allowed).unwrap_or(0),
+            disrupted: status
+                .and_then(|s| s.disrupted_pods.as_ref())
+                .map(|d| d.keys().cloned().collect())
+                .unwrap_or_default(),
+        })
+    }
+
+    fn covers(&self, p: &PodInfo) -> bool {
+        // As upstream, an empty selector guards nothing here.
+        let empty = self
+            .selector
+            .match_labels
+            .as_ref()
+            .is_none_or(|m| m.is_empty())
+            && self
+                .selector
+                .match_expressions
+                .as_ref()
+                .is_none_or(|e| e.is_empty());
+        self.namespace == p.namespace
+            && !empty
+            && !self.disrupted.contains(&p.name)
+            && label_selector_matches(&self.selector, &p.labels)
+    }
+}
+
+/// Splits `pods` (most important first) into those whose eviction would take
+/// some budget below zero and those that would not, spending each budget's
+/// allowance in that order.
+fn split_by_budget(
+    pods: Vec<Arc<PodInfo>>,
+    budgets: &[Budget],
+) -> (Vec<Arc<PodInfo>>, Vec<Arc<PodInfo>>) {
+    let mut allowed: Vec<i32> = budgets.iter().map(|b| b.allowed).collect();
+    let (mut violating, mut fine) = (Vec::new(), Vec::new());
+    for p in pods {
+        let mut violates = false;
+        for (i, b) in budgets.iter().enumerate() {
+            if b.covers(&p) {
+                allowed[i] -= 1;
+                violates |= allowed[i] < 0;
+            }
+        }
+        if violates {
+            violating.push(p);
+        } else {
+            fine.push(p);
+        }
+    }
+    (violating, fine)
+}
+
 /// Chooses victims per upstream: all lower-priority pods must make room, then as
-/// many as possible are reprieved (highest priority first).
+/// many as possible are reprieved, those protected by a budget first, then the
+/// rest (highest priority first within each). Returns the victims and how
+/// many of them violate a budget.
 fn victims_on(
     framework: &Framework,
     pod: &PodInfo,
     cache: &Cache,
     node: &NodeInfo,
     volume_affinity: &[NodeSelector],
-) -> Option<Vec<Arc<PodInfo>>> {
+    budgets: &[Budget],
+) -> Option<(Vec<Arc<PodInfo>>, usize)> {
     let mut lower: Vec<Arc<PodInfo>> = node
         .pods
         .values()
@@ -65,21 +142,29 @@ fn victims_on(
         return None;
     }
     lower.sort_by(|a, b| b.priority.cmp(&a.priority).then_with(|| a.key.cmp(&b.key)));
+    let (violating, fine) = split_by_budget(lower, budgets);
     let mut victims = Vec::new();
-    for p in lower {
+    let mut violations = 0;
+    for (p, violates) in violating
+        .into_iter()
+        .map(|p| (p, true))
+        .chain(fine.into_iter().map(|p| (p, false)))
+    {
         excluded.remove(&p.key);
         if !fits_without(framework, pod, cache, node, &excluded, volume_affinity) {
             excluded.insert(p.key.clone());
+            violations += usize::from(violates);
             victims.push(p);
         }
     }
-    Some(victims)
+    Some((victims, violations))
 }
 
 /// A node where preemption works; lower `rank` is better (upstream's order:
-/// lowest highest-victim priority, then lowest priority sum, then fewest victims).
+/// fewest budget violations, lowest highest-victim priority, then lowest
+/// priority sum, then fewest victims).
 struct Candidate {
-    rank: (i32, i64, usize),
+    rank: (usize, i32, i64, usize),
     node: String,
     victims: Vec<Arc<PodInfo>>,
 }
@@ -90,6 +175,7 @@ pub fn preempt(
     cache: &Cache,
     failures: &HashMap<String, Failure>,
     volume_affinity: &[NodeSelector],
+    budgets: &[Budget],
 ) -> Outcome {
     let policy = pod
         .pod
@@ -112,12 +198,12 @@ pub fn preempt(
             diag.add(&Failure::unresolvable(NOT_HELPFUL));
             continue;
         }
-        match victims_on(framework, pod, cache, node, volume_affinity) {
-            Some(v) if !v.is_empty() => {
+        match victims_on(framework, pod, cache, node, volume_affinity, budgets) {
+            Some((v, violations)) if !v.is_empty() => {
                 let top = v.iter().map(|p| p.priority).max().unwrap_or(i32::MIN);
                 let sum: i64 = v.iter().map(|p| i64::from(p.priority)).sum();
                 let cand = Candidate {
-                    rank: (top, sum, v.len()),
+                    rank: (violations, top, sum, v.len()),
                     node: name.clone(),
                     victims: v,
                 };
@@ -184,7 +270,7 @@ mod tests {
         let cache = cluster();
         let fw = Framework::default();
         let me = PodInfo::new(pod("me", None, "700m", 10, None));
-        match preempt(&fw, &me, &cache, &failures(), &[]) {
+        match preempt(&fw, &me, &cache, &failures(), &[], &[]) {
             Outcome::Victims { node, victims } => {
                 assert_eq!(node, "n1");
                 let names: Vec<&str> = victims.iter().map(|v| v.name.as_str()).collect();
@@ -193,6 +279,73 @@ mod tests {
                     ["low"],
                     "mid is reprieved: evicting low alone is enough"
                 );
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    fn labelled(name: &str, node: &str, cpu: &str, app: &str) -> Arc<Pod> {
+        let mut p = (*pod(name, Some(node), cpu, 0, None)).clone();
+        p.metadata.labels = Some([("app".to_string(), app.to_string())].into());
+        Arc::new(p)
+    }
+
+    fn budget(app: &str, allowed: i32) -> Budget {
+        let pdb: PodDisruptionBudget = serde_json::from_value(json!({
+            "metadata": {"name": app, "namespace": "default"},
+            "spec": {"minAvailable": 1, "selector": {"matchLabels": {"app": app}}},
+            "status": {"disruptionsAllowed": allowed, "currentHealthy": 1, "desiredHealthy": 1, "expectedPods": 1}
+        }))
+        .unwrap();
+        Budget::from_pdb(&pdb).unwrap()
+    }
+
+    #[test]
+    fn budgets_steer_preemption_to_pods_that_may_be_disrupted() {
+        let mut cache = Cache::default();
+        for n in ["n1", "n2"] {
+            cache.upsert_node(
+                serde_json::from_value(json!({"metadata": {"name": n}, "status": {
+                    "allocatable": {"cpu": "1", "pods": "10"},
+                    "conditions": [{"type": "Ready", "status": "True"}]}}))
+                .unwrap(),
+            );
+        }
+        // Equal in every other respect; n1 comes first.
+        cache.upsert_bound_pod(labelled("guarded", "n1", "800m", "db"));
+        cache.upsert_bound_pod(labelled("free", "n2", "800m", "web"));
+        let fw = Framework::default();
+        let me = PodInfo::new(pod("me", None, "700m", 10, None));
+        let node_of =
+            |budgets: &[Budget]| match preempt(&fw, &me, &cache, &failures(), &[], budgets) {
+                Outcome::Victims { node, victims } => (node, victims[0].name.clone()),
+                other => panic!("{other:?}"),
+            };
+        assert_eq!(node_of(&[]), ("n1".into(), "guarded".into()));
+        assert_eq!(
+            node_of(&[budget("db", 0)]),
+            ("n2".into(), "free".into()),
+            "the budget-protected pod is spared"
+        );
+        // A budget with room left does not protect.
+        assert_eq!(node_of(&[budget("db", 1)]), ("n1".into(), "guarded".into()));
+        // On one node, the budget-protected pod is reprieved first.
+        let mut one = Cache::default();
+        one.upsert_node(
+            serde_json::from_value(json!({"metadata": {"name": "n1"}, "status": {
+                "allocatable": {"cpu": "1", "pods": "10"},
+                "conditions": [{"type": "Ready", "status": "True"}]}}))
+            .unwrap(),
+        );
+        one.upsert_bound_pod(labelled("guarded", "n1", "400m", "db"));
+        one.upsert_bound_pod(labelled("free", "n1", "400m", "web"));
+        let me = PodInfo::new(pod("me", None, "500m", 10, None));
+        let f: HashMap<String, Failure> =
+            [("n1".to_string(), Failure::resolvable("Insufficient cpu"))].into();
+        match preempt(&fw, &me, &one, &f, &[], &[budget("db", 0)]) {
+            Outcome::Victims { victims, .. } => {
+                let names: Vec<&str> = victims.iter().map(|v| v.name.as_str()).collect();
+                assert_eq!(names, ["free"]);
             }
             other => panic!("{other:?}"),
         }
@@ -208,7 +361,7 @@ mod tests {
             "n2".into(),
             Failure::unresolvable("node(s) had untolerated taint {a: b}"),
         );
-        match preempt(&fw, &me, &cache, &f, &[]) {
+        match preempt(&fw, &me, &cache, &f, &[], &[]) {
             Outcome::NotPossible(m) => assert_eq!(
                 m,
                 "preemption: 0/2 nodes are available: 1 No preemption victims found for incoming pod, 1 Preemption is not helpful for scheduling."
@@ -216,7 +369,7 @@ mod tests {
             other => panic!("{other:?}"),
         }
         let never = PodInfo::new(pod("me", None, "700m", 10, Some("Never")));
-        match preempt(&fw, &never, &cache, &failures(), &[]) {
+        match preempt(&fw, &never, &cache, &failures(), &[], &[]) {
             Outcome::NotPossible(m) => assert_eq!(m, NEVER),
             other => panic!("{other:?}"),
         }

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use k8s_openapi::api::core::v1::{
     Binding, Node, NodeSelector, ObjectReference, PersistentVolume, PersistentVolumeClaim, Pod,
 };
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::Api;
 use kube::api::{DeleteParams, PostParams};
@@ -53,6 +54,7 @@ pub struct Scheduler {
     recorder: Recorder,
     pvs: Store<PersistentVolume>,
     pvcs: Store<PersistentVolumeClaim>,
+    pdbs: Store<PodDisruptionBudget>,
     scheduler_name: String,
     next_start: usize,
     bind_limit: Arc<Semaphore>,
@@ -81,6 +83,7 @@ impl Scheduler {
         recorder: Recorder,
         pvs: Store<PersistentVolume>,
         pvcs: Store<PersistentVolumeClaim>,
+        pdbs: Store<PodDisruptionBudget>,
         scheduler_name: String,
         counters: Arc<Counters>,
     ) -> Self {
@@ -93,6 +96,7 @@ impl Scheduler {
             recorder,
             pvs,
             pvcs,
+            pdbs,
             scheduler_name,
             next_start: 0,
             bind_limit: Arc::new(Semaphore::new(64)),
@@ -311,12 +315,19 @@ impl Scheduler {
         volume_affinity: &[NodeSelector],
     ) {
         self.counters.unschedulable.fetch_add(1, Ordering::Relaxed);
+        let budgets: Vec<preemption::Budget> = self
+            .pdbs
+            .state()
+            .iter()
+            .filter_map(|p| preemption::Budget::from_pdb(p))
+            .collect();
         let outcome = preemption::preempt(
             &self.framework,
             info,
             &self.cache,
             failures,
             volume_affinity,
+            &budgets,
         );
         let (message, nominated) = match outcome {
             Outcome::NotPossible(tail) => (diag.message(Some(&tail)), None),

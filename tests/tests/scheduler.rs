@@ -353,6 +353,62 @@ async fn pods_land_where_upstream_would_put_them() {
         "preemptionPolicy Never does not evict"
     );
 
+    // A PodDisruptionBudget steers preemption: of two otherwise equal
+    // victims, the one whose budget has no disruptions left is spared.
+    for n in ["n-pdb1", "n-pdb2"] {
+        add_node(
+            &client,
+            NodeSpec {
+                name: n,
+                cpu: "1",
+                memory: "1Gi",
+                labels: json!({"role": "pdb"}),
+                taints: json!([]),
+            },
+        )
+        .await;
+    }
+    create_pod(&cp, "guarded", json!({"containers": cpu("800m"), "nodeName": "n-pdb1", "priority": 0, "terminationGracePeriodSeconds": 0}), json!({"app": "db"})).await;
+    create_pod(&cp, "spare", json!({"containers": cpu("800m"), "nodeName": "n-pdb2", "priority": 0, "terminationGracePeriodSeconds": 0}), json!({"app": "web"})).await;
+    let pdbs: Api<k8s_openapi::api::policy::v1::PodDisruptionBudget> =
+        Api::namespaced(client.clone(), "default");
+    pdbs.create(
+        &PostParams::default(),
+        &serde_json::from_value(json!({
+            "metadata": {"name": "db"},
+            "spec": {"minAvailable": 1, "selector": {"matchLabels": {"app": "db"}}},
+        }))
+        .unwrap(),
+    )
+    .await
+    .expect("create pdb");
+    // The disruption controller's part, played here: no disruptions allowed.
+    pdbs.patch_status(
+        "db",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"status": {"disruptionsAllowed": 0, "currentHealthy": 1, "desiredHealthy": 1, "expectedPods": 1, "observedGeneration": 1}})),
+    )
+    .await
+    .expect("pdb status");
+    // Let the scheduler's budget cache see it before the preemptor arrives.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    create_pod(
+        &cp,
+        "urgent",
+        json!({"containers": cpu("800m"), "nodeSelector": {"role": "pdb"}, "priority": 1000}),
+        json!({}),
+    )
+    .await;
+    assert_eq!(wait_bound(&pods, "urgent").await, "n-pdb2");
+    assert!(
+        pods.get_opt("spare").await.unwrap().is_none(),
+        "spare was the victim"
+    );
+    assert!(
+        pods.get_opt("guarded").await.unwrap().is_some(),
+        "the budget held"
+    );
+
     // Health and metrics.
     let body = http_get(health, "/healthz").await;
     assert!(body.ends_with("ok"), "{body}");
