@@ -135,7 +135,7 @@ impl Controller {
         };
         let spec = rq.spec.clone().unwrap_or_default();
         let hard = spec.hard.clone().unwrap_or_default();
-        let scopes = spec.scopes.clone().unwrap_or_default();
+        let scopes = scopes_of(&spec);
         let pods: Vec<Arc<Pod>> = self
             .pods
             .in_namespace(ns)
@@ -236,9 +236,52 @@ impl Controller {
     }
 }
 
+/// One scope a quota is limited to: `spec.scopes` entries (operator
+/// `Exists`) and `spec.scopeSelector.matchExpressions` alike.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Scope {
+    pub name: String,
+    pub operator: String,
+    pub values: Vec<String>,
+}
+
+impl Scope {
+    pub fn exists(name: &str) -> Self {
+        Self {
+            name: name.into(),
+            operator: "Exists".into(),
+            values: Vec::new(),
+        }
+    }
+}
+
+/// Every scope of a quota spec.
+pub fn scopes_of(spec: &k8s_openapi::api::core::v1::ResourceQuotaSpec) -> Vec<Scope> {
+    let mut out: Vec<Scope> = spec
+        .scopes
+        .iter()
+        .flatten()
+        .map(|s| Scope::exists(s))
+        .collect();
+    for e in spec
+        .scope_selector
+        .as_ref()
+        .and_then(|s| s.match_expressions.as_ref())
+        .into_iter()
+        .flatten()
+    {
+        out.push(Scope {
+            name: e.scope_name.clone(),
+            operator: e.operator.clone(),
+            values: e.values.clone().unwrap_or_default(),
+        });
+    }
+    out
+}
+
 /// Whether a pod is charged to a quota with `scopes`: not finished, not
 /// past its deletion grace period, and in every scope.
-pub fn pod_counts(p: &Pod, scopes: &[String]) -> bool {
+pub fn pod_counts(p: &Pod, scopes: &[Scope]) -> bool {
     let phase = p.status.as_ref().and_then(|s| s.phase.as_deref());
     if matches!(phase, Some("Succeeded" | "Failed")) {
         return false;
@@ -263,14 +306,69 @@ pub fn pod_counts(p: &Pod, scopes: &[String]) -> bool {
                 })
             })
     });
-    scopes.iter().all(|s| match s.as_str() {
-        "Terminating" => terminating,
-        "NotTerminating" => !terminating,
-        "BestEffort" => best_effort,
-        "NotBestEffort" => !best_effort,
-        // Priority-class and other scopes select through scopeSelector,
-        // which is not evaluated here: count the pod.
-        _ => true,
+    let class = spec
+        .and_then(|s| s.priority_class_name.as_deref())
+        .unwrap_or("");
+    let cross_namespace = spec.and_then(|s| s.affinity.as_ref()).is_some_and(|a| {
+        let affinity = a
+            .pod_affinity
+            .as_ref()
+            .map(|x| {
+                let req = x
+                    .required_during_scheduling_ignored_during_execution
+                    .iter()
+                    .flatten();
+                let pref = x
+                    .preferred_during_scheduling_ignored_during_execution
+                    .iter()
+                    .flatten()
+                    .map(|w| &w.pod_affinity_term);
+                req.chain(pref).cloned().collect::<Vec<_>>()
+            })
+            .unwrap_or_default();
+        let anti = a
+            .pod_anti_affinity
+            .as_ref()
+            .map(|x| {
+                let req = x
+                    .required_during_scheduling_ignored_during_execution
+                    .iter()
+                    .flatten();
+                let pref = x
+                    .preferred_during_scheduling_ignored_during_execution
+                    .iter()
+                    .flatten()
+                    .map(|w| &w.pod_affinity_term);
+                req.chain(pref).cloned().collect::<Vec<_>>()
+            })
+            .unwrap_or_default();
+        affinity.iter().chain(anti.iter()).any(|t| {
+            t.namespace_selector.is_some() || t.namespaces.as_ref().is_some_and(|n| !n.is_empty())
+        })
+    });
+    scopes.iter().all(|s| {
+        let present = match s.name.as_str() {
+            "Terminating" => terminating,
+            "NotTerminating" => !terminating,
+            "BestEffort" => best_effort,
+            "NotBestEffort" => !best_effort,
+            "CrossNamespacePodAffinity" => cross_namespace,
+            "PriorityClass" => {
+                return match s.operator.as_str() {
+                    "In" => s.values.iter().any(|v| v == class),
+                    "NotIn" => !s.values.iter().any(|v| v == class),
+                    "Exists" => !class.is_empty(),
+                    "DoesNotExist" => class.is_empty(),
+                    _ => false,
+                };
+            }
+            // Validation admits no other scope; charge nothing to it.
+            _ => return false,
+        };
+        match s.operator.as_str() {
+            "DoesNotExist" => !present,
+            _ => present,
+        }
     })
 }
 
@@ -484,11 +582,49 @@ mod tests {
             c.resources = None;
         }
         be.spec.as_mut().unwrap().init_containers = None;
-        assert!(pod_counts(&be, &["BestEffort".into()]));
-        assert!(!pod_counts(&be, &["NotBestEffort".into()]));
-        assert!(pod_counts(&be, &["NotTerminating".into()]));
+        let s = |n: &str| vec![Scope::exists(n)];
+        assert!(pod_counts(&be, &s("BestEffort")));
+        assert!(!pod_counts(&be, &s("NotBestEffort")));
+        assert!(pod_counts(&be, &s("NotTerminating")));
         be.spec.as_mut().unwrap().active_deadline_seconds = Some(60);
-        assert!(pod_counts(&be, &["Terminating".into()]));
+        assert!(pod_counts(&be, &s("Terminating")));
+        assert!(!pod_counts(&be, &s("CrossNamespacePodAffinity")));
+    }
+
+    #[test]
+    fn scope_selectors_select_by_priority_class() {
+        let spec: k8s_openapi::api::core::v1::ResourceQuotaSpec =
+            serde_json::from_value(serde_json::json!({
+                "hard": {"pods": "2"},
+                "scopeSelector": {"matchExpressions": [
+                    {"scopeName": "PriorityClass", "operator": "In", "values": ["high", "critical"]}
+                ]}
+            }))
+            .unwrap();
+        let scopes = scopes_of(&spec);
+        let mut p: Pod = (*pod(serde_json::json!({}), "Running")).clone();
+        assert!(!pod_counts(&p, &scopes), "no class: not in the quota");
+        p.spec.as_mut().unwrap().priority_class_name = Some("high".into());
+        assert!(pod_counts(&p, &scopes));
+        let not_in = vec![Scope {
+            name: "PriorityClass".into(),
+            operator: "NotIn".into(),
+            values: vec!["high".into()],
+        }];
+        assert!(!pod_counts(&p, &not_in));
+        let mut exists = vec![Scope::exists("PriorityClass")];
+        assert!(pod_counts(&p, &exists));
+        exists[0].operator = "DoesNotExist".into();
+        assert!(!pod_counts(&p, &exists));
+        let not_best_effort = vec![Scope {
+            name: "BestEffort".into(),
+            operator: "DoesNotExist".into(),
+            values: vec![],
+        }];
+        assert!(
+            pod_counts(&p, &not_best_effort),
+            "the test pod has requests"
+        );
     }
 
     #[test]

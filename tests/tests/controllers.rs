@@ -1875,6 +1875,45 @@ spec:
         .split_whitespace()
         .collect::<Vec<_>>();
     assert_eq!(line, ["requests.cpu", "300m", "2"], "{describe}");
+
+    // A quota limited by scopeSelector counts only the pods of its priority class.
+    let scoped = r#"
+apiVersion: scheduling.k8s.io/v1
+kind: PriorityClass
+metadata:
+  name: high
+value: 1000
+---
+apiVersion: v1
+kind: ResourceQuota
+metadata:
+  name: high-only
+spec:
+  hard:
+    pods: "5"
+  scopeSelector:
+    matchExpressions:
+    - {scopeName: PriorityClass, operator: In, values: [high]}
+---
+apiVersion: v1
+kind: Pod
+metadata:
+  name: important
+spec:
+  priorityClassName: high
+  containers:
+  - {name: c, image: busybox}
+"#;
+    env.cp
+        .kubectl_in(K, &["apply", "-f", "-"], Some(scoped))
+        .await;
+    wait_for("the scoped quota counts one pod of four", 60, || async {
+        let out = env
+            .k(&["get", "quota", "high-only", "-o", "jsonpath={.status.used.pods}"])
+            .await;
+        (out == "1").then_some(())
+    })
+    .await;
 }
 
 #[tokio::test]
