@@ -168,6 +168,18 @@ impl Controller {
         let mut action = Action::Done;
         if cj.metadata.deletion_timestamp.is_none() && !spec.suspend.unwrap_or(false) {
             match Schedule::parse(&spec.schedule, spec.time_zone.as_deref()) {
+                Err(msg) if msg.starts_with("unknown time zone") => {
+                    // The API checks only the zone name's shape; the
+                    // database that knows the zones is here.
+                    self.events.warning(
+                        cj.as_ref(),
+                        "UnknownTimeZone",
+                        format!(
+                            "invalid timeZone: {:?}: {msg}",
+                            spec.time_zone.as_deref().unwrap_or_default()
+                        ),
+                    );
+                }
                 Err(msg) => {
                     self.events.warning(
                         cj.as_ref(),

@@ -1909,7 +1909,13 @@ spec:
         .await;
     wait_for("the scoped quota counts one pod of four", 60, || async {
         let out = env
-            .k(&["get", "quota", "high-only", "-o", "jsonpath={.status.used.pods}"])
+            .k(&[
+                "get",
+                "quota",
+                "high-only",
+                "-o",
+                "jsonpath={.status.used.pods}",
+            ])
             .await;
         (out == "1").then_some(())
     })
@@ -2195,6 +2201,72 @@ async fn a_template_the_api_rejects_is_reported_and_the_rest_keeps_going() {
             .as_deref()
             .is_some_and(|n| n.starts_with("web-"))
     }));
+
+    // Objects no controller could act on are refused up front, by name.
+    for (args, field) in [
+        (
+            vec![
+                "create",
+                "cronjob",
+                "bad",
+                "--image=busybox",
+                "--schedule=61 * * * *",
+            ],
+            "spec.schedule",
+        ),
+        (
+            vec![
+                "create",
+                "cronjob",
+                "bad",
+                "--image=busybox",
+                "--schedule=* * * * *",
+                "--dry-run=client",
+                "-o",
+                "json",
+            ],
+            "",
+        ),
+    ] {
+        let out = env
+            .cp
+            .kubectl_with(K, &args, None, &[])
+            .await
+            .expect("kubectl");
+        if field.is_empty() {
+            // A CronJob in a time zone that does not exist.
+            let mut cj: serde_json::Value =
+                serde_json::from_slice(&out.stdout).expect("dry-run json");
+            cj["spec"]["timeZone"] = serde_json::json!("Mars/Olympus_Mons");
+            let body = cj.to_string();
+            let out = env
+                .cp
+                .kubectl_with(K, &["create", "-f", "-"], Some(&body), &[])
+                .await
+                .expect("kubectl");
+            assert!(out.status.success(), "{out:?}");
+            // The API knows zone names by shape only; the controller, which
+            // has the zone database, reports it and keeps going.
+            let ev = wait_for("UnknownTimeZone warning", 30, || async {
+                let out = env
+                    .k(&[
+                        "get",
+                        "events",
+                        "--field-selector",
+                        "type=Warning,reason=UnknownTimeZone,involvedObject.name=bad",
+                        "-o",
+                        "jsonpath={.items[*].message}",
+                    ])
+                    .await;
+                (!out.is_empty()).then_some(out)
+            })
+            .await;
+            assert!(ev.contains("Mars/Olympus_Mons"), "{ev}");
+        } else {
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert!(!out.status.success() && err.contains(field), "{err}");
+        }
+    }
 
     // Fixing the cause lets the controller finish on its next retry.
     env.k(&["create", "serviceaccount", "ghost"]).await;
