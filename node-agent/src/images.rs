@@ -122,7 +122,9 @@ impl Credential {
         AuthConfig {
             username: self.username.clone(),
             password: self.password.clone(),
-            server_address: self.registry.clone(),
+            // Left empty as kubelet does: containerd would use it to limit
+            // the login to that exact host (and wants a URL there), which
+            // breaks logins used through a mirror.
             ..Default::default()
         }
     }

@@ -489,12 +489,6 @@ impl<R: Runtime> Syncer<'_, R> {
                     format!("Failed to pull image \"{image}\": {msg}"),
                     Some(&c.name),
                 ));
-                out.events.push(event(
-                    true,
-                    "Failed",
-                    "Error: ErrImagePull".into(),
-                    Some(&c.name),
-                ));
                 out.wake_after = Some(out.wake_after.map_or(delay, |w| w.min(delay)));
                 Err(("ErrImagePull".into(), msg))
             }
@@ -975,7 +969,7 @@ mod tests {
             "{msg}"
         );
         let reasons: Vec<_> = out.events.iter().map(|e| e.reason).collect();
-        assert_eq!(reasons, vec!["Pulling", "Failed", "Failed"]);
+        assert_eq!(reasons, vec!["Pulling", "Failed"]);
         assert!(out.wake_after.unwrap() <= crate::images::PULL_BACKOFF_INITIAL);
         // Within the back-off nothing is pulled; the status says why.
         let out = run(now()).await;
