@@ -18,6 +18,9 @@ command -v containerd >/dev/null || need+=(containerd)
 command -v runc >/dev/null || need+=(runc)
 [ -x /usr/lib/cni/bridge ] || need+=(containernetworking-plugins)
 dpkg -s busybox-static >/dev/null 2>&1 || need+=(busybox-static)
+# Image-pull tests push to a private registry on loopback (python3's crypt
+# makes its htpasswd entries).
+[ -x /usr/bin/docker-registry ] || need+=(docker-registry)
 command -v iptables >/dev/null || need+=(iptables)
 # The node agent's service proxy programs nftables through `nft`.
 command -v nft >/dev/null || need+=(nftables)

@@ -35,19 +35,33 @@ fn sha256_hex(data: &[u8]) -> String {
     d.as_ref().iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// Writes an OCI image layout tarball holding one uncompressed layer with
-/// the static busybox and its applet links, named `name` for `ctr import`.
-/// `entrypoint` makes it e.g. a pause image; otherwise it runs `sh`.
-pub fn write_busybox_image(path: &Path, name: &str, entrypoint: Option<&[&str]>) -> Result<()> {
+/// The blobs of a busybox image: what a registry stores (tests push them to
+/// a local registry) and what the OCI layout tarball holds.
+pub struct ImageBlobs {
+    /// The one uncompressed layer (`application/vnd.oci.image.layer.v1.tar`).
+    pub layer: Vec<u8>,
+    pub config: Vec<u8>,
+    /// `application/vnd.oci.image.manifest.v1+json`.
+    pub manifest: Vec<u8>,
+}
+
+impl ImageBlobs {
+    /// `sha256:<hex>` of a blob.
+    pub fn digest(blob: &[u8]) -> String {
+        format!("sha256:{}", sha256_hex(blob))
+    }
+}
+
+/// Builds the static busybox image (see [`write_busybox_image`]).
+pub fn busybox_image(entrypoint: Option<&[&str]>) -> Result<ImageBlobs> {
     let bin = std::fs::read(BUSYBOX).map_err(|source| OciImageError::Busybox {
         path: BUSYBOX.into(),
         source,
     })?;
-    let write_err = |source| OciImageError::Write {
-        path: path.display().to_string(),
+    let layer = busybox_layer(&bin).map_err(|source| OciImageError::Write {
+        path: "(in memory)".into(),
         source,
-    };
-    let layer = busybox_layer(&bin).map_err(write_err)?;
+    })?;
     let layer_digest = sha256_hex(&layer);
     let mut cfg = serde_json::json!({
         "Env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"],
@@ -80,6 +94,28 @@ pub fn write_busybox_image(path: &Path, name: &str, entrypoint: Option<&[&str]>)
             "size": layer.len(),
         }],
     }))?;
+    Ok(ImageBlobs {
+        layer,
+        config,
+        manifest,
+    })
+}
+
+/// Writes an OCI image layout tarball holding one uncompressed layer with
+/// the static busybox and its applet links, named `name` for `ctr import`.
+/// `entrypoint` makes it e.g. a pause image; otherwise it runs `sh`.
+pub fn write_busybox_image(path: &Path, name: &str, entrypoint: Option<&[&str]>) -> Result<()> {
+    let write_err = |source| OciImageError::Write {
+        path: path.display().to_string(),
+        source,
+    };
+    let ImageBlobs {
+        layer,
+        config,
+        manifest,
+    } = busybox_image(entrypoint)?;
+    let layer_digest = sha256_hex(&layer);
+    let config_digest = sha256_hex(&config);
     let manifest_digest = sha256_hex(&manifest);
     let index = serde_json::to_vec(&serde_json::json!({
         "schemaVersion": 2,

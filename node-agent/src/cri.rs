@@ -104,10 +104,12 @@ pub trait Runtime: Send + Sync + 'static {
         &self,
         image: &str,
     ) -> impl Future<Output = Result<Option<Image>, CriError>> + Send;
-    /// Pulls and returns the image reference (digest).
+    /// Pulls (with registry credentials when given) and returns the image
+    /// reference (digest).
     fn pull_image(
         &self,
         image: &str,
+        auth: Option<v1::AuthConfig>,
         sandbox_config: Option<PodSandboxConfig>,
     ) -> impl Future<Output = Result<String, CriError>> + Send;
     fn list_images(&self) -> impl Future<Output = Result<Vec<Image>, CriError>> + Send;
@@ -392,6 +394,7 @@ impl Runtime for CriClient {
     async fn pull_image(
         &self,
         image: &str,
+        auth: Option<v1::AuthConfig>,
         sandbox_config: Option<PodSandboxConfig>,
     ) -> Result<String, CriError> {
         let mut c = self.images.clone();
@@ -400,7 +403,7 @@ impl Runtime for CriClient {
             PULL_TIMEOUT,
             c.pull_image(v1::PullImageRequest {
                 image: Some(image_spec(image)),
-                auth: None,
+                auth,
                 sandbox_config,
             }),
         )

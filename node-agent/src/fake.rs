@@ -35,6 +35,8 @@ pub struct FakeRuntime {
     sandboxes: Mutex<BTreeMap<String, FakeSandbox>>,
     containers: Mutex<BTreeMap<String, FakeContainer>>,
     images: Mutex<Vec<String>>,
+    /// Images whose pull fails with NotFound, as from a registry without them.
+    missing_images: Mutex<std::collections::HashSet<String>>,
     next: AtomicU64,
     /// What `ExecSync` answers per container name (exit code, output);
     /// unset names answer exit 0.
@@ -64,6 +66,17 @@ impl FakeRuntime {
 
     pub fn calls(&self) -> Vec<String> {
         self.calls.lock().map(|c| c.clone()).unwrap_or_default()
+    }
+
+    /// Makes pulls of `image` fail (true) or work again (false).
+    pub fn set_missing(&self, image: &str, missing: bool) {
+        if let Ok(mut m) = self.missing_images.lock() {
+            if missing {
+                m.insert(image.to_string());
+            } else {
+                m.remove(image);
+            }
+        }
     }
 
     /// Makes a running container exit with `code`.
@@ -347,9 +360,26 @@ impl Runtime for FakeRuntime {
     async fn pull_image(
         &self,
         image: &str,
+        auth: Option<crate::cri::v1::AuthConfig>,
         _sandbox_config: Option<PodSandboxConfig>,
     ) -> Result<String, CriError> {
-        self.record(format!("PullImage {image}"));
+        match &auth {
+            Some(a) => self.record(format!("PullImage {image} as {}", a.username)),
+            None => self.record(format!("PullImage {image}")),
+        }
+        let missing = self
+            .missing_images
+            .lock()
+            .map(|m| m.contains(image))
+            .unwrap_or(false);
+        if missing {
+            return Err(CriError::Rpc {
+                call: "PullImage",
+                status: Box::new(tonic::Status::not_found(format!(
+                    "failed to pull and unpack image \"{image}\": not found"
+                ))),
+            });
+        }
         let mut imgs = self.images.lock().unwrap_or_else(|e| e.into_inner());
         if !imgs.iter().any(|i| i == image) {
             imgs.push(image.to_string());

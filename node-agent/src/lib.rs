@@ -10,6 +10,7 @@ pub mod cni;
 pub mod cri;
 pub mod dns;
 pub mod env;
+pub mod images;
 pub mod join;
 pub mod kubelet_api;
 pub mod lifecycle;
@@ -428,6 +429,7 @@ async fn agent<R: Runtime>(
             },
         ),
         volumes: volumes::Volumes::new(&config.root_dir),
+        image_backoff: images::PullBackoff::default(),
     });
     watch_pods(shared, &config.node_name, tasks).await;
     Ok(())

@@ -31,6 +31,8 @@ pub struct Inputs {
     pub mounts: HashMap<String, Vec<Mount>>,
     /// Set when the pod's volumes could not be prepared.
     pub volume_error: Option<String>,
+    /// Registry logins from the pod's `imagePullSecrets`.
+    pub pull_credentials: Vec<crate::images::Credential>,
 }
 
 impl Inputs {
@@ -203,6 +205,8 @@ pub struct Syncer<'a, R> {
     pub pods_dir: Option<std::path::PathBuf>,
     /// Wall-clock now, in nanoseconds since the epoch (CRI's unit).
     pub now_nanos: i64,
+    /// Failed pulls per pod and image (`ImagePullBackOff`), kept across passes.
+    pub image_backoff: &'a crate::images::PullBackoff,
 }
 
 enum Step {
@@ -397,31 +401,26 @@ impl<R: Runtime> Syncer<'_, R> {
     /// Pulls the image as the policy says; `Err` is (reason, message) for the status.
     async fn ensure_image(
         &self,
+        pod: &Pod,
         c: &Container,
+        inputs: &Inputs,
         out: &mut Outcome,
     ) -> Result<String, (String, String)> {
+        use crate::images::{self, PullPolicy};
         let image = c.image.clone().unwrap_or_default();
-        let latest_tag = !image.contains('@')
-            && image
-                .rsplit('/')
-                .next()
-                .is_none_or(|last| !last.contains(':') || last.ends_with(":latest"));
-        let policy = c
-            .image_pull_policy
-            .clone()
-            .unwrap_or_else(|| if latest_tag { "Always" } else { "IfNotPresent" }.into());
+        let policy = images::pull_policy(c);
         let present = match self.rt.image_status(&image).await {
             Ok(i) => i.is_some(),
-            Err(e) => return Err(("ErrImagePull".into(), e.to_string())),
+            Err(e) => return Err(("ErrImagePull".into(), images::pull_error_message(&e))),
         };
-        if policy == "Never" && !present {
+        if policy == PullPolicy::Never && !present {
             let msg =
                 format!("Container image \"{image}\" is not present with pull policy of Never");
             out.events
                 .push(event(true, "ErrImageNeverPull", msg.clone(), Some(&c.name)));
             return Err(("ErrImageNeverPull".into(), msg));
         }
-        if present && policy != "Always" {
+        if present && policy != PullPolicy::Always {
             out.events.push(event(
                 false,
                 "Pulled",
@@ -430,6 +429,17 @@ impl<R: Runtime> Syncer<'_, R> {
             ));
             return Ok(image);
         }
+        let uid = sandbox::pod_uid(pod);
+        if let Some(left) = self
+            .image_backoff
+            .remaining(&uid, &image, std::time::Instant::now())
+        {
+            let msg = format!("Back-off pulling image \"{image}\"");
+            out.events
+                .push(event(false, "BackOff", msg.clone(), Some(&c.name)));
+            out.wake_after = Some(out.wake_after.map_or(left, |w| w.min(left)));
+            return Err(("ImagePullBackOff".into(), msg));
+        }
         out.events.push(event(
             false,
             "Pulling",
@@ -437,8 +447,24 @@ impl<R: Runtime> Syncer<'_, R> {
             Some(&c.name),
         ));
         let started = std::time::Instant::now();
-        match self.rt.pull_image(&image, None).await {
+        // Credentials for this registry from imagePullSecrets, most specific
+        // first; anonymous when none apply (as kubelet does).
+        let creds = images::for_image(&inputs.pull_credentials, &image);
+        let mut attempts: Vec<Option<crate::cri::v1::AuthConfig>> =
+            creds.iter().map(|c| Some(c.auth_config())).collect();
+        if attempts.is_empty() {
+            attempts.push(None);
+        }
+        let mut result = Err(CriError::Empty("PullImage"));
+        for auth in attempts {
+            result = self.rt.pull_image(&image, auth, None).await;
+            if result.is_ok() {
+                break;
+            }
+        }
+        match result {
             Ok(_) => {
+                self.image_backoff.succeeded(&uid, &image);
                 out.events.push(event(
                     false,
                     "Pulled",
@@ -453,9 +479,17 @@ impl<R: Runtime> Syncer<'_, R> {
             // An image already on the node still runs when the registry is down.
             Err(_) if present => Ok(image),
             Err(e) => {
-                let msg = format!("Failed to pull image \"{image}\": {e}");
-                out.events
-                    .push(event(true, "Failed", msg.clone(), Some(&c.name)));
+                let msg = images::pull_error_message(&e);
+                let delay = self
+                    .image_backoff
+                    .failed(&uid, &image, std::time::Instant::now());
+                out.events.push(event(
+                    true,
+                    "Failed",
+                    format!("Failed to pull image \"{image}\": {msg}"),
+                    Some(&c.name),
+                ));
+                out.wake_after = Some(out.wake_after.map_or(delay, |w| w.min(delay)));
                 Err(("ErrImagePull".into(), msg))
             }
         }
@@ -470,11 +504,13 @@ impl<R: Runtime> Syncer<'_, R> {
         inputs: &Inputs,
         out: &mut Outcome,
     ) -> Result<(), CriError> {
-        let image = match self.ensure_image(c, out).await {
+        let image = match self.ensure_image(pod, c, inputs, out).await {
             Ok(i) => i,
             Err((reason, msg)) => {
                 out.observed.waiting.insert(c.name.clone(), (reason, msg));
-                out.wake_after = Some(BACKOFF_INITIAL);
+                if out.wake_after.is_none() {
+                    out.wake_after = Some(BACKOFF_INITIAL);
+                }
                 return Ok(());
             }
         };
@@ -779,6 +815,7 @@ mod tests {
             cgroup_parent: String::new(),
             pods_dir: None,
             now_nanos: at,
+            image_backoff: &crate::images::PullBackoff::default(),
         };
         s.sync(p, &Inputs::default()).await.unwrap()
     }
@@ -889,6 +926,72 @@ mod tests {
             .filter(|c| c.starts_with("PullImage"))
             .count();
         assert_eq!(pulls, 1);
+    }
+
+    #[tokio::test]
+    async fn missing_image_backs_off_then_recovers_with_pull_secret() {
+        let rt = FakeRuntime::new();
+        let d = defaults();
+        let backoff = crate::images::PullBackoff::default();
+        let mut p = pod("Always");
+        {
+            let spec = p.spec.as_mut().unwrap();
+            spec.init_containers = None;
+            spec.containers[0].image = Some("reg.example.com/app:1".into());
+        }
+        rt.set_missing("reg.example.com/app:1", true);
+        let inputs = Inputs {
+            pull_credentials: vec![crate::images::Credential {
+                registry: "reg.example.com".into(),
+                username: "bob".into(),
+                password: "pw".into(),
+            }],
+            ..Default::default()
+        };
+        let run = |at: i64| {
+            let s = Syncer {
+                rt: &rt,
+                defaults: &d,
+                cgroup_parent: String::new(),
+                pods_dir: None,
+                now_nanos: at,
+                image_backoff: &backoff,
+            };
+            let inputs = inputs.clone();
+            let p = p.clone();
+            async move { s.sync(&p, &inputs).await.unwrap() }
+        };
+        let out = run(now()).await;
+        let (reason, msg) = &out.observed.waiting["app"];
+        assert_eq!(reason, "ErrImagePull");
+        assert!(
+            msg.contains("code = NotFound") && msg.contains("not found"),
+            "{msg}"
+        );
+        let reasons: Vec<_> = out.events.iter().map(|e| e.reason).collect();
+        assert_eq!(reasons, vec!["Pulling", "Failed"]);
+        assert!(out.wake_after.unwrap() <= crate::images::PULL_BACKOFF_INITIAL);
+        // Within the back-off nothing is pulled; the status says why.
+        let out = run(now()).await;
+        assert_eq!(out.observed.waiting["app"].0, "ImagePullBackOff");
+        assert_eq!(
+            out.observed.waiting["app"].1,
+            "Back-off pulling image \"reg.example.com/app:1\""
+        );
+        assert_eq!(out.events[0].reason, "BackOff");
+        let pulls: Vec<_> = rt
+            .calls()
+            .into_iter()
+            .filter(|c| c.starts_with("PullImage"))
+            .collect();
+        // The pull secret's login went to the runtime.
+        assert_eq!(pulls, vec!["PullImage reg.example.com/app:1 as bob"]);
+        assert!(!rt.calls().iter().any(|c| c.starts_with("CreateContainer")));
+        // Once the back-off is over and the image exists, the pod starts.
+        rt.set_missing("reg.example.com/app:1", false);
+        backoff.succeeded("uid-1", "reg.example.com/app:1");
+        run(now()).await;
+        assert_eq!(rt.running(), vec!["app"]);
     }
 
     #[test]

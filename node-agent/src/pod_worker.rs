@@ -41,6 +41,8 @@ pub struct Shared<R> {
     pub host_ip: String,
     pub recorder: Recorder,
     pub volumes: crate::volumes::Volumes,
+    /// Failed image pulls per pod and image (`ImagePullBackOff`).
+    pub image_backoff: crate::images::PullBackoff,
 }
 
 /// Where the cgroup hierarchies are mounted.
@@ -147,6 +149,7 @@ async fn sync_once<R: Runtime>(
         cgroup_parent: crate::resources::pod_cgroup(pod),
         pods_dir: Some(shared.volumes.pods_dir().to_path_buf()),
         now_nanos: chrono::Utc::now().timestamp_nanos_opt().unwrap_or_default(),
+        image_backoff: &shared.image_backoff,
     };
     let mut outcome = match syncer.sync(pod, &inputs).await {
         Ok(o) => o,
@@ -327,6 +330,7 @@ async fn inputs<R: Runtime>(shared: &Shared<R>, pod: &Pod) -> Inputs {
             env::resolve(pod, c, &lookups, &shared.host_ip, &base).map_err(|e| e.to_string()),
         );
     }
+    out.pull_credentials = pull_credentials(shared, pod).await;
     match shared
         .volumes
         .prepare(&shared.client, pod, &shared.host_ip)
@@ -334,6 +338,34 @@ async fn inputs<R: Runtime>(shared: &Shared<R>, pod: &Pod) -> Inputs {
     {
         Ok(mounts) => out.mounts = mounts,
         Err(e) => out.volume_error = Some(e.to_string()),
+    }
+    out
+}
+
+/// Registry logins from the pod's `imagePullSecrets`. A missing or bad
+/// secret is only logged: the pull then goes without it, as with kubelet.
+async fn pull_credentials<R>(shared: &Shared<R>, pod: &Pod) -> Vec<crate::images::Credential> {
+    let ns = pod.metadata.namespace.as_deref().unwrap_or("default");
+    let api: Api<Secret> = Api::namespaced(shared.client.clone(), ns);
+    let mut out = Vec::new();
+    let refs = pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.image_pull_secrets.clone())
+        .unwrap_or_default();
+    for r in refs {
+        match api.get_opt(&r.name).await {
+            Ok(Some(s)) => match crate::images::credentials(&s) {
+                Ok(c) => out.extend(c),
+                Err(e) => tracing::warn!(pod = %key(pod), error = %e, "unusable image pull secret"),
+            },
+            Ok(None) => {
+                tracing::warn!(pod = %key(pod), secret = %r.name, "image pull secret not found; pulling without it")
+            }
+            Err(e) => {
+                tracing::warn!(pod = %key(pod), error = %e, "reading image pull secret {}", r.name)
+            }
+        }
     }
     out
 }

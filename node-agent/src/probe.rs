@@ -571,6 +571,7 @@ mod tests {
             cgroup_parent: String::new(),
             pods_dir: None,
             now_nanos: 0,
+            image_backoff: &crate::images::PullBackoff::default(),
         };
         s.sync(p, &Inputs::default()).await.unwrap();
         let o = observe(rt, "uid-p").await.unwrap();

@@ -1,6 +1,8 @@
-//! Pod volumes on the node: emptyDir, hostPath, configMap, secret,
-//! downwardAPI and projected (service-account token from TokenRequest,
-//! kube-root-ca.crt, namespace), materialised under
+//! Pod volumes on the node: emptyDir (disk, or tmpfs with `medium:
+//! Memory`), hostPath (with its `type` checks), persistentVolumeClaim bound
+//! to a hostPath or local PV, configMap, secret, downwardAPI and projected
+//! (service-account token from TokenRequest, kube-root-ca.crt, namespace),
+//! materialised under
 //! `<root-dir>/pods/<uid>/volumes/<plugin>/<name>` and bind-mounted.
 
 use std::collections::{BTreeMap, HashMap};
@@ -32,6 +34,10 @@ pub enum VolumeError {
     },
     #[error("{}", api_message(.0))]
     Api(#[from] kube::Error),
+    #[error("persistentvolumeclaim \"{0}\" not found")]
+    ClaimNotFound(String),
+    #[error("persistentvolumeclaim \"{0}\" is not bound")]
+    ClaimNotBound(String),
     #[error("unable to find volume {0:?} named in volumeMounts")]
     UnknownVolume(String),
 }
@@ -240,6 +246,189 @@ async fn token(
         .into_bytes())
 }
 
+/// kubelet's hostPath `type` checks; the `...OrCreate` types create.
+fn check_host_path(path: &Path, kind: &str, volume: &str) -> Result<(), VolumeError> {
+    use std::os::unix::fs::FileTypeExt;
+    let failed = |what: &str| VolumeError::Other {
+        volume: volume.into(),
+        message: format!(
+            "hostPath type check failed: {} is not {what}",
+            path.display()
+        ),
+    };
+    let meta = std::fs::metadata(path);
+    let ft = meta.as_ref().ok().map(|m| m.file_type());
+    match kind {
+        "" => Ok(()),
+        "DirectoryOrCreate" => {
+            if ft.is_some_and(|t| !t.is_dir()) {
+                return Err(failed("a directory"));
+            }
+            std::fs::create_dir_all(path).map_err(io(volume))?;
+            // As kubelet: a created directory is 0755.
+            Ok(())
+        }
+        "FileOrCreate" => {
+            match ft {
+                Some(t) if t.is_dir() => return Err(failed("a file")),
+                Some(_) => {}
+                None => {
+                    if let Some(p) = path.parent() {
+                        std::fs::create_dir_all(p).map_err(io(volume))?;
+                    }
+                    std::fs::OpenOptions::new()
+                        .create(true)
+                        .append(true)
+                        .open(path)
+                        .map_err(io(volume))?;
+                }
+            }
+            Ok(())
+        }
+        "Directory" if ft.is_some_and(|t| t.is_dir()) => Ok(()),
+        "Directory" => Err(failed("a directory")),
+        "File" if ft.is_some_and(|t| t.is_file()) => Ok(()),
+        "File" => Err(failed("a file")),
+        "Socket" if ft.is_some_and(|t| t.is_socket()) => Ok(()),
+        "Socket" => Err(failed("a socket file")),
+        "CharDevice" if ft.is_some_and(|t| t.is_char_device()) => Ok(()),
+        "CharDevice" => Err(failed("a character device")),
+        "BlockDevice" if ft.is_some_and(|t| t.is_block_device()) => Ok(()),
+        "BlockDevice" => Err(failed("a block device")),
+        other => Err(VolumeError::Other {
+            volume: volume.into(),
+            message: format!("hostPath type {other:?} is not supported"),
+        }),
+    }
+}
+
+/// The host directory behind a claim: PVC → bound PV → its hostPath or
+/// local path (the only kinds a single node can serve itself).
+async fn claim_path(
+    client: &kube::Client,
+    ns: &str,
+    claim: &str,
+    volume: &str,
+) -> Result<PathBuf, VolumeError> {
+    use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim};
+    let pvcs: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), ns);
+    let Some(pvc) = pvcs.get_opt(claim).await? else {
+        return Err(VolumeError::ClaimNotFound(claim.into()));
+    };
+    let phase = pvc.status.as_ref().and_then(|s| s.phase.as_deref());
+    let pv_name = pvc
+        .spec
+        .as_ref()
+        .and_then(|s| s.volume_name.clone())
+        .filter(|n| !n.is_empty());
+    let Some(pv_name) = pv_name.filter(|_| phase == Some("Bound")) else {
+        return Err(VolumeError::ClaimNotBound(claim.into()));
+    };
+    let pvs: Api<PersistentVolume> = Api::all(client.clone());
+    let Some(pv) = pvs.get_opt(&pv_name).await? else {
+        return Err(VolumeError::Other {
+            volume: volume.into(),
+            message: format!("persistentvolume {pv_name:?} bound to claim {claim:?} not found"),
+        });
+    };
+    let spec = pv.spec.unwrap_or_default();
+    if let Some(hp) = &spec.host_path {
+        let path = PathBuf::from(&hp.path);
+        check_host_path(&path, hp.type_.as_deref().unwrap_or_default(), volume)?;
+        return Ok(path);
+    }
+    if let Some(local) = &spec.local {
+        let path = PathBuf::from(&local.path);
+        if !path.exists() {
+            return Err(VolumeError::Other {
+                volume: volume.into(),
+                message: format!(
+                    "local volume {pv_name:?}: path {} does not exist",
+                    local.path
+                ),
+            });
+        }
+        return Ok(path);
+    }
+    Err(VolumeError::Other {
+        volume: volume.into(),
+        message: format!(
+            "persistentvolume {pv_name:?}: only hostPath and local volumes are supported by k3rs-node-agent"
+        ),
+    })
+}
+
+/// Whether something is mounted exactly at `dir`.
+fn is_mount_point(dir: &Path) -> bool {
+    let want = dir.display().to_string();
+    std::fs::read_to_string("/proc/self/mounts").is_ok_and(|m| {
+        m.lines()
+            .filter_map(|l| l.split_whitespace().nth(1))
+            .any(|p| p == want)
+    })
+}
+
+/// `emptyDir: {medium: Memory}`: a tmpfs capped at `sizeLimit` (kubelet
+/// leaves it uncapped without one; the pod's memory limit still counts it).
+fn mount_tmpfs(dir: &Path, size: Option<u64>) -> std::io::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    if is_mount_point(dir) {
+        return Ok(());
+    }
+    let mut opts = "mode=1777".to_string();
+    if let Some(bytes) = size {
+        opts += &format!(",size={bytes}");
+    }
+    let c = |s: &str| {
+        std::ffi::CString::new(s)
+            .map_err(|_| std::io::Error::new(std::io::ErrorKind::InvalidInput, "NUL in path"))
+    };
+    let (src, target, fstype, data) = (
+        c("tmpfs")?,
+        c(&dir.display().to_string())?,
+        c("tmpfs")?,
+        c(&opts)?,
+    );
+    // SAFETY: every pointer is a valid NUL-terminated string that outlives the call.
+    let rc = unsafe {
+        libc::mount(
+            src.as_ptr(),
+            target.as_ptr(),
+            fstype.as_ptr(),
+            libc::MS_NOSUID | libc::MS_NODEV,
+            data.as_ptr().cast(),
+        )
+    };
+    if rc != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Unmounts everything under `dir` (memory-backed emptyDirs), deepest first,
+/// so the directory can be removed.
+fn unmount_under(dir: &Path) {
+    let prefix = format!("{}/", dir.display());
+    let Ok(mounts) = std::fs::read_to_string("/proc/self/mounts") else {
+        return;
+    };
+    let mut points: Vec<&str> = mounts
+        .lines()
+        .filter_map(|l| l.split_whitespace().nth(1))
+        .filter(|p| p.starts_with(&prefix))
+        .collect();
+    points.sort_by_key(|p| std::cmp::Reverse(p.len()));
+    for p in points {
+        let Ok(target) = std::ffi::CString::new(p) else {
+            continue;
+        };
+        // SAFETY: a valid NUL-terminated path.
+        if unsafe { libc::umount2(target.as_ptr(), libc::MNT_DETACH) } != 0 {
+            tracing::warn!(mount = p, error = %std::io::Error::last_os_error(), "unmounting a pod volume");
+        }
+    }
+}
+
 impl Volumes {
     pub fn new(root_dir: &Path) -> Self {
         Self {
@@ -270,6 +459,7 @@ impl Volumes {
             m.retain(|k, _| !k.starts_with(&format!("{uid}/")));
         }
         let dir = self.pods_dir.join(uid);
+        unmount_under(&dir);
         if dir.exists()
             && let Err(e) = std::fs::remove_dir_all(&dir)
         {
@@ -289,32 +479,24 @@ impl Volumes {
         let name = v.name.as_str();
         if let Some(hp) = &v.host_path {
             let path = PathBuf::from(&hp.path);
-            match hp.type_.as_deref() {
-                Some("DirectoryOrCreate") => std::fs::create_dir_all(&path).map_err(io(name))?,
-                Some("FileOrCreate") if !path.exists() => {
-                    if let Some(p) = path.parent() {
-                        std::fs::create_dir_all(p).map_err(io(name))?;
-                    }
-                    std::fs::write(&path, b"").map_err(io(name))?;
-                }
-                Some("Directory") if !path.is_dir() => {
-                    return Err(VolumeError::Other {
-                        volume: name.into(),
-                        message: format!(
-                            "hostPath type check failed: {} is not a directory",
-                            hp.path
-                        ),
-                    });
-                }
-                Some("File") if !path.is_file() => {
-                    return Err(VolumeError::Other {
-                        volume: name.into(),
-                        message: format!("hostPath type check failed: {} is not a file", hp.path),
-                    });
-                }
-                _ => {}
-            }
+            check_host_path(&path, hp.type_.as_deref().unwrap_or_default(), name)?;
             return Ok((path, false));
+        }
+        if let Some(claim) = &v.persistent_volume_claim {
+            let path = claim_path(client, ns, &claim.claim_name, name).await?;
+            return Ok((path, claim.read_only.unwrap_or(false)));
+        }
+        if let Some(ed) = &v.empty_dir
+            && ed.medium.as_deref() == Some("Memory")
+        {
+            let dir = self.dir(uid, "kubernetes.io~empty-dir", name);
+            let limit = ed
+                .size_limit
+                .as_ref()
+                .and_then(|q| crate::resources::parse_quantity(&q.0))
+                .map(|b| b as u64);
+            mount_tmpfs(&dir, limit).map_err(io(name))?;
+            return Ok((dir, false));
         }
         if v.empty_dir.is_some() {
             let dir = self.dir(uid, "kubernetes.io~empty-dir", name);
@@ -498,6 +680,43 @@ mod tests {
         let mut bad = BTreeMap::new();
         bad.insert("../x".to_string(), b"1".to_vec());
         assert!(write_files(dir.path(), &bad, 0o644, "v").is_err());
+    }
+
+    #[test]
+    fn host_path_types() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let made = d.join("a/b");
+        check_host_path(&made, "DirectoryOrCreate", "v").unwrap();
+        assert!(made.is_dir());
+        let file = d.join("c/f.txt");
+        check_host_path(&file, "FileOrCreate", "v").unwrap();
+        assert!(file.is_file());
+        check_host_path(&file, "File", "v").unwrap();
+        check_host_path(&made, "Directory", "v").unwrap();
+        let sock = d.join("s.sock");
+        let _l = std::os::unix::net::UnixListener::bind(&sock).unwrap();
+        check_host_path(&sock, "Socket", "v").unwrap();
+        check_host_path(Path::new("/dev/null"), "CharDevice", "v").unwrap();
+        for (path, kind, want) in [
+            (&file, "Directory", "is not a directory"),
+            (&made, "File", "is not a file"),
+            (&file, "Socket", "is not a socket file"),
+            (&sock, "CharDevice", "is not a character device"),
+            (
+                &PathBuf::from("/dev/null"),
+                "BlockDevice",
+                "is not a block device",
+            ),
+            (&d.join("missing"), "Directory", "is not a directory"),
+            (&file, "DirectoryOrCreate", "is not a directory"),
+            (&made, "FileOrCreate", "is not a file"),
+            (&file, "Weird", "not supported"),
+        ] {
+            let e = check_host_path(path, kind, "v").unwrap_err().to_string();
+            assert!(e.contains(want), "{kind} on {}: {e}", path.display());
+        }
+        check_host_path(&d.join("anything"), "", "v").unwrap();
     }
 
     #[test]

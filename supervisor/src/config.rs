@@ -220,6 +220,10 @@ pub struct NodeFlags {
     /// containerd snapshotter (overlayfs, or native where overlay mounts fail).
     #[arg(long, env = "K3RS_SNAPSHOTTER", default_value = "overlayfs")]
     pub snapshotter: String,
+    /// Registry mirrors, logins and TLS for containerd (K3s registries.yaml
+    /// format); a missing file means none.
+    #[arg(long, env = "K3RS_PRIVATE_REGISTRY", default_value = crate::registries::DEFAULT_PATH)]
+    pub private_registry: PathBuf,
 }
 
 /// The resolved node settings (see `NodeFlags`).
@@ -239,6 +243,7 @@ pub struct NodeConfig {
     pub container_runtime_endpoint: Option<String>,
     pub containerd_socket: PathBuf,
     pub snapshotter: String,
+    pub private_registry: PathBuf,
 }
 
 fn parse_mode_arg(s: &str) -> Result<String, String> {

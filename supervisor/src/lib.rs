@@ -18,6 +18,7 @@ pub mod daemon;
 pub mod manifests;
 pub mod node;
 pub mod probe;
+pub mod registries;
 pub mod server;
 pub mod snapshot;
 pub mod supervise;

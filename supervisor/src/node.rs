@@ -21,6 +21,7 @@ use crate::components::{Args, ComponentError};
 use crate::config::LogFormat;
 use crate::daemon::DaemonSpec;
 use crate::probe::{Endpoint, Health};
+use crate::registries::Registries;
 
 /// The sandbox image k3rs builds and imports (containerd's `sandbox_image`).
 pub const PAUSE_IMAGE: &str = "k3rs.local/pause:1";
@@ -47,6 +48,8 @@ pub struct NodeSettings {
     pub container_runtime_endpoint: Option<String>,
     pub containerd_socket: PathBuf,
     pub snapshotter: String,
+    /// `registries.yaml` (`--private-registry`).
+    pub private_registry: PathBuf,
     pub log_format: LogFormat,
     pub debug: bool,
     /// `K3RS_*` variables the children must not inherit.
@@ -69,6 +72,12 @@ impl NodeSettings {
 
     pub fn cni_conf_dir(&self) -> PathBuf {
         self.agent_dir().join("etc/cni/net.d")
+    }
+
+    /// containerd's registry hosts directory (`config_path`), rendered
+    /// from `--private-registry` at every start.
+    pub fn registry_hosts_dir(&self) -> PathBuf {
+        self.agent_dir().join("etc/containerd/certs.d")
     }
 
     /// The CRI endpoint the node agent uses.
@@ -134,6 +143,7 @@ fn settings_from(
             .filter(|e| !e.trim().is_empty()),
         containerd_socket: n.containerd_socket.clone(),
         snapshotter: n.snapshotter.clone(),
+        private_registry: n.private_registry.clone(),
         log_format,
         debug,
         env_remove: Vec::new(),
@@ -162,8 +172,9 @@ pub fn system_binary(name: &'static str, package: &'static str) -> Result<PathBu
         })
 }
 
-/// containerd's `config.toml` for this node.
-pub fn containerd_config(s: &NodeSettings) -> String {
+/// containerd's `config.toml` for this node, with the registry section
+/// from `registries.yaml`.
+pub fn containerd_config(s: &NodeSettings, registries: &Registries) -> String {
     let dir = s.containerd_dir();
     let socket = s.containerd_socket.display();
     format!(
@@ -194,7 +205,8 @@ state = "{state}"
   [plugins."io.containerd.grpc.v1.cri".cni]
     bin_dir = "{CNI_BIN_DIR}"
     conf_dir = "{cni}"
-"#,
+{registry}"#,
+        registry = registries.containerd_section(&s.registry_hosts_dir()),
         root = dir.join("root").display(),
         state = dir.join("state").display(),
         runc = dir.join("runc").display(),
@@ -242,8 +254,18 @@ pub fn containerd_spec(s: &NodeSettings) -> Result<Option<DaemonSpec>, Component
     ] {
         std::fs::create_dir_all(&d).map_err(|e| io(&d, e))?;
     }
+    let registries = Registries::load(&s.private_registry)
+        .map_err(|e| invalid("containerd", format!("--private-registry {e}")))?;
+    registries
+        .write_hosts_dir(&s.registry_hosts_dir())
+        .map_err(|e| invalid("containerd", e.to_string()))?;
+    if !registries.is_empty() {
+        tracing::info!(file = %s.private_registry.display(), "registry mirrors and logins from the private registry file");
+    }
     let config = dir.join("config.toml");
-    std::fs::write(&config, containerd_config(s)).map_err(|e| io(&config, e))?;
+    // 0600: it may hold registry passwords.
+    k3rs_common::pki::write_private(&config, &containerd_config(s, &registries))
+        .map_err(|e| invalid("containerd", format!("{}: {e}", config.display())))?;
     let mut args = vec!["--config".to_string(), config.display().to_string()];
     if s.debug {
         args.extend(["--log-level".into(), "debug".into()]);
@@ -462,6 +484,7 @@ mod tests {
             container_runtime_endpoint: None,
             containerd_socket: dir.join("ctd.sock"),
             snapshotter: "native".into(),
+            private_registry: dir.join("registries.yaml"),
             log_format: LogFormat::Text,
             debug: false,
             env_remove: vec![],
@@ -472,7 +495,7 @@ mod tests {
     fn containerd_config_points_at_the_data_dir() {
         let dir = tempfile::tempdir().unwrap();
         let s = settings(dir.path());
-        let c = containerd_config(&s);
+        let c = containerd_config(&s, &Registries::default());
         assert!(c.contains(&format!(
             "address = \"{}\"",
             dir.path().join("ctd.sock").display()
@@ -480,6 +503,10 @@ mod tests {
         assert!(c.contains(&format!("sandbox_image = \"{PAUSE_IMAGE}\"")));
         assert!(c.contains("snapshotter = \"native\""));
         assert!(c.contains(&format!("conf_dir = \"{}\"", s.cni_conf_dir().display())));
+        assert!(c.contains(&format!(
+            "config_path = \"{}\"",
+            s.registry_hosts_dir().display()
+        )));
         assert_eq!(
             s.endpoint(),
             format!("unix://{}", dir.path().join("ctd.sock").display())

@@ -173,6 +173,49 @@ impl ControlPlane {
         Ok(cmd)
     }
 
+    /// Polls `f` until it returns Some; on timeout fails the test with
+    /// `what`, every pod (YAML), the events and `extra()` (e.g. a runtime log).
+    pub async fn wait_for<T, F, Fut>(
+        &self,
+        what: &str,
+        timeout: Duration,
+        extra: impl Fn() -> String,
+        mut f: F,
+    ) -> T
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Option<T>>,
+    {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(v) = f().await {
+                return v;
+            }
+            if Instant::now() > deadline {
+                let v = KUBECTL_DEFAULT;
+                let pods = self
+                    .kubectl_raw(v, &["get", "pods", "-A", "-o", "yaml"])
+                    .await;
+                let events = self.kubectl_raw(v, &["get", "events", "-A"]).await;
+                let show = |o: Result<Output>| match o {
+                    Ok(o) => format!(
+                        "{}{}",
+                        String::from_utf8_lossy(&o.stdout),
+                        String::from_utf8_lossy(&o.stderr)
+                    ),
+                    Err(e) => format!("{e:#}"),
+                };
+                panic!(
+                    "timed out waiting for {what}\npods:\n{}\nevents:\n{}\n{}",
+                    show(pods),
+                    show(events),
+                    extra()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+    }
+
     /// Runs kubectl and returns stdout; fails the test with stderr otherwise.
     pub async fn kubectl(&self, version: &str, args: &[&str]) -> String {
         self.kubectl_in(version, args, None).await

@@ -16,6 +16,7 @@ pub const BUSYBOX_IMAGE: &str = "k3rs.local/busybox:1";
 /// The sandbox image containerd starts for every pod.
 pub const PAUSE_IMAGE: &str = "k3rs.local/pause:1";
 
+use k3rs::registries::Registries;
 use k3rs_common::oci_image::BUSYBOX;
 pub use k3rs_common::oci_image::write_busybox_image;
 
@@ -45,6 +46,13 @@ impl Containerd {
     /// Starts containerd (overlayfs, or native where overlay mounts fail)
     /// and imports the busybox and pause images into its `k8s.io` namespace.
     pub async fn start() -> Result<Self> {
+        Self::start_with_registries(&Registries::default()).await
+    }
+
+    /// Like [`Containerd::start`], with registry mirrors, logins and TLS
+    /// rendered from a `registries.yaml` exactly as `k3rs server` does
+    /// (hosts dir `<dir>/certs.d`).
+    pub async fn start_with_registries(registries: &Registries) -> Result<Self> {
         require("/usr/bin/containerd", "containerd")?;
         require("/usr/sbin/runc", "runc")?;
         require("/usr/lib/cni/bridge", "containernetworking-plugins")?;
@@ -55,7 +63,7 @@ impl Containerd {
         let dir = tempfile::Builder::new().prefix("k3rs-ctd").tempdir()?;
         let mut last = None;
         for snapshotter in ["overlayfs", "native"] {
-            match Self::start_with(&dir, snapshotter).await {
+            match Self::start_with(&dir, snapshotter, registries).await {
                 Ok(child) => {
                     let mut c = Self {
                         socket: dir.path().join("containerd.sock"),
@@ -72,9 +80,15 @@ impl Containerd {
         Err(last.unwrap_or_else(|| anyhow::anyhow!("containerd did not start")))
     }
 
-    async fn start_with(dir: &tempfile::TempDir, snapshotter: &str) -> Result<Child> {
+    async fn start_with(
+        dir: &tempfile::TempDir,
+        snapshotter: &str,
+        registries: &Registries,
+    ) -> Result<Child> {
         let d = dir.path();
         std::fs::create_dir_all(d.join("cni"))?;
+        let hosts_dir = d.join("certs.d");
+        registries.write_hosts_dir(&hosts_dir)?;
         let config = format!(
             r#"version = 2
 root = "{root}"
@@ -104,7 +118,8 @@ disabled_plugins = []
   [plugins."io.containerd.grpc.v1.cri".cni]
     bin_dir = "{CNI_BIN_DIR}"
     conf_dir = "{d}/cni"
-"#,
+{registry}"#,
+            registry = registries.containerd_section(&hosts_dir),
             root = d.join("root").display(),
             stream_port = free_port()?,
             state = d.join("state").display(),
