@@ -10,6 +10,7 @@ pub mod cni;
 pub mod cri;
 pub mod dns;
 pub mod env;
+pub mod ephemeral;
 pub mod join;
 pub mod kubelet_api;
 pub mod lifecycle;

@@ -288,6 +288,11 @@ async fn inputs<R: Runtime>(shared: &Shared<R>, pod: &Pod) -> Inputs {
         .flatten()
         .chain(spec.containers.iter())
         .cloned()
+        .chain(
+            crate::ephemeral::containers(pod)
+                .into_iter()
+                .map(|(c, _)| c),
+        )
         .collect();
     let mut lookups = Lookups::new();
     for c in &all {
