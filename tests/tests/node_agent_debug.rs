@@ -201,6 +201,9 @@ spec:
         .await;
     agent.stop().await;
     drop(ctd);
+    let _ = std::process::Command::new("ip")
+        .args(["link", "del", BRIDGE])
+        .status();
     cp.shutdown();
     drop(store);
 }

@@ -246,6 +246,9 @@ async fn static_pods_run_from_manifests_with_mirror_pods() {
 
     agent.stop().await;
     drop(ctd);
+    let _ = std::process::Command::new("ip")
+        .args(["link", "del", BRIDGE])
+        .status();
     cp.shutdown();
     drop(store);
 }
