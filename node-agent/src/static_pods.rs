@@ -266,6 +266,9 @@ struct Manager<R> {
     running: HashMap<String, Running>,
     /// Manifest errors already logged (logged again only when they change).
     reported: HashSet<String>,
+    /// Every worker, stopping ones included; they end with the manager
+    /// (an agent that stops leaves the pods running, as kubelet does).
+    workers: JoinSet<()>,
 }
 
 /// Reads the directory once and starts the workers of its pods (so their
@@ -287,6 +290,7 @@ pub fn start<R: Runtime>(
         handle: Handle::default(),
         running: HashMap::new(),
         reported: HashSet::new(),
+        workers: JoinSet::new(),
     };
     let handle = m.handle.clone();
     let _ = m.sync_files();
@@ -299,6 +303,7 @@ impl<R: Runtime> Manager<R> {
         // Mirrors of manifests removed while the agent was down.
         let mut list_mirrors = true;
         loop {
+            while self.workers.try_join_next().is_some() {}
             // A stopped pod's mirror goes too.
             let stopped = self.sync_files();
             self.sync_mirrors(list_mirrors || stopped).await;
@@ -352,9 +357,9 @@ impl<R: Runtime> Manager<R> {
                 *m.entry(uid.clone()).or_default() += 1;
             }
             let (shared, uids, done) = (self.shared.clone(), self.handle.uids.clone(), uid.clone());
-            // Not in the agent's JoinSet: a stopping worker must outlive its
-            // entry here, and it ends by itself once the pod is cleaned up.
-            tokio::spawn(async move {
+            // A stopping worker outlives its entry in `running`: it ends by
+            // itself once the pod is cleaned up.
+            self.workers.spawn(async move {
                 pod_worker::run(shared, rx).await;
                 if let Ok(mut m) = uids.lock()
                     && let Some(n) = m.get_mut(&done)
