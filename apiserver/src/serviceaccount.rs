@@ -355,6 +355,14 @@ pub async fn token_request(
 /// projected API-access volume is mounted into every container unless
 /// automounting is off.
 pub async fn admit_pod(api: &Api, ns: &str, pod: &mut Value) -> ApiResult<()> {
+    // Mirror pods only show static pods, which the node agent runs from
+    // files without any service account (upstream skips them too).
+    if pod["metadata"]["annotations"]
+        .get("kubernetes.io/config.mirror")
+        .is_some()
+    {
+        return Ok(());
+    }
     let name = pod["spec"]["serviceAccountName"]
         .as_str()
         .unwrap_or("default")

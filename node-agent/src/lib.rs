@@ -10,6 +10,7 @@ pub mod cni;
 pub mod cri;
 pub mod dns;
 pub mod env;
+pub mod ephemeral;
 pub mod images;
 pub mod join;
 pub mod kubelet_api;
@@ -22,6 +23,7 @@ pub mod probe;
 pub mod proxy;
 pub mod resources;
 pub mod sandbox;
+pub mod static_pods;
 pub mod termination;
 pub mod volumes;
 
@@ -112,6 +114,8 @@ pub struct Config {
     pub proxy: Option<proxy::ProxyConfig>,
     /// Labels added to the Node (`--node-labels`).
     pub node_labels: std::collections::BTreeMap<String, String>,
+    /// Static pod manifests (`--pod-manifest-path`); `None` runs none.
+    pub pod_manifest_path: Option<PathBuf>,
 }
 
 impl Config {
@@ -148,6 +152,7 @@ impl Config {
             // programs host-wide nftables state.
             proxy: None,
             node_labels: Default::default(),
+            pod_manifest_path: None,
         }
     }
 }
@@ -431,7 +436,11 @@ async fn agent<R: Runtime>(
         volumes: volumes::Volumes::new(&config.root_dir),
         image_backoff: images::PullBackoff::default(),
     });
-    watch_pods(shared, &config.node_name, tasks).await;
+    let statics = config
+        .pod_manifest_path
+        .clone()
+        .map(|dir| static_pods::start(shared.clone(), dir, config.node_name.clone(), &mut tasks));
+    watch_pods(shared, &config.node_name, tasks, statics).await;
     Ok(())
 }
 
@@ -487,7 +496,12 @@ async fn heartbeat(
 }
 
 /// Watches the pods bound to this node and hands each to its worker.
-async fn watch_pods<R: Runtime>(shared: Arc<Shared<R>>, node_name: &str, mut tasks: JoinSet<()>) {
+async fn watch_pods<R: Runtime>(
+    shared: Arc<Shared<R>>,
+    node_name: &str,
+    mut tasks: JoinSet<()>,
+    statics: Option<static_pods::Handle>,
+) {
     let pods: Api<Pod> = Api::all(shared.client.clone());
     let cfg = watcher::Config::default().fields(&format!("spec.nodeName={node_name}"));
     let stream = watcher(pods, cfg).default_backoff();
@@ -505,6 +519,16 @@ async fn watch_pods<R: Runtime>(shared: Arc<Shared<R>>, node_name: &str, mut tas
                 continue;
             }
         };
+        // Mirror pods are run from their manifests, not from the API.
+        if let watcher::Event::InitApply(p) | watcher::Event::Apply(p) | watcher::Event::Delete(p) =
+            &ev
+            && static_pods::is_mirror(p)
+        {
+            if let Some(s) = &statics {
+                s.nudge();
+            }
+            continue;
+        }
         match ev {
             watcher::Event::Init => listing = Some(HashSet::new()),
             watcher::Event::InitApply(pod) => {
@@ -520,7 +544,11 @@ async fn watch_pods<R: Runtime>(shared: Arc<Shared<R>>, node_name: &str, mut tas
                         tx.send_replace(None);
                     }
                 }
-                sweep_orphans(&shared, &seen, &mut tasks).await;
+                let mut known = seen;
+                if let Some(s) = &statics {
+                    known.extend(s.uids());
+                }
+                sweep_orphans(&shared, &known, &mut tasks).await;
             }
             watcher::Event::Apply(pod) => dispatch(&shared, &mut workers, &mut tasks, pod),
             watcher::Event::Delete(pod) => {

@@ -124,6 +124,9 @@ struct Flags {
     /// iptables when `nft` is missing).
     #[arg(long, env = "K3RS_PROXY_MODE", value_enum, default_value = "nftables")]
     proxy_mode: k3rs_node_agent::proxy::Mode,
+    /// Directory of static pod manifests (default: <root-dir>/pod-manifests).
+    #[arg(long, env = "K3RS_POD_MANIFEST_PATH")]
+    pod_manifest_path: Option<PathBuf>,
     #[arg(long, env = "K3RS_LOG_FORMAT", default_value = "text")]
     log_format: LogFormat,
     /// More logging (-v debug, -vv trace).
@@ -218,6 +221,11 @@ async fn configure(flags: Flags) -> Result<Config, k3rs_node_agent::join::JoinEr
         .cni_conf_dir
         .unwrap_or_else(|| flags.root_dir.join("etc/cni/net.d"));
     config.container_runtime_endpoint = flags.container_runtime_endpoint;
+    config.pod_manifest_path = Some(
+        flags
+            .pod_manifest_path
+            .unwrap_or_else(|| flags.root_dir.join("pod-manifests")),
+    );
     config.root_dir = flags.root_dir;
     config.pod_logs_dir = flags.pod_logs_dir;
     config.cluster_dns = flags.cluster_dns;

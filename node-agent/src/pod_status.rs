@@ -209,6 +209,15 @@ pub fn compute(pod: &Pod, observed: &Observed, host_ip: &str, now: Timestamp) ->
         })
         .collect();
 
+    // Ephemeral containers are never ready and do not count for the phase.
+    let ephemeral: Vec<ContainerStatus> = crate::ephemeral::containers(pod)
+        .iter()
+        .map(|(c, _)| ContainerStatus {
+            ready: false,
+            ..container_status(pod, c, observed, sandbox_ready)
+        })
+        .collect();
+
     // Phase, by kubelet's counting rules.
     let policy = spec.restart_policy.as_deref().unwrap_or("Always");
     let (mut running, mut waiting_n, mut stopped, mut succeeded) = (0, 0, 0, 0);
@@ -344,6 +353,7 @@ pub fn compute(pod: &Pod, observed: &Observed, host_ip: &str, now: Timestamp) ->
             .clone()
             .or_else(|| Some(crate::resources::qos_class(pod).to_string())),
         init_container_statuses: (!init.is_empty()).then_some(init),
+        ephemeral_container_statuses: (!ephemeral.is_empty()).then_some(ephemeral),
         container_statuses: Some(containers),
         nominated_node_name: old.nominated_node_name.clone(),
         ..Default::default()

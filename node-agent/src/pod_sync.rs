@@ -320,6 +320,13 @@ impl<R: Runtime> Syncer<'_, R> {
                 }
             }
         }
+        // Debug containers start once the pod's own are under way, and
+        // never again once they exited.
+        for (c, _) in crate::ephemeral::containers(pod) {
+            if out.observed.latest(&c.name).is_none() {
+                self.start(pod, &c, 0, &sb, inputs, &mut out).await?;
+            }
+        }
         // Re-read so the status reflects what was just started.
         let waiting = std::mem::take(&mut out.observed.waiting);
         out.observed = observe(self.rt, &uid).await?;
@@ -558,7 +565,8 @@ impl<R: Runtime> Syncer<'_, R> {
                 }
             }
         }
-        let cfg = sandbox::container_config(pod, c, attempt, &image, &env, mounts);
+        let mut cfg = sandbox::container_config(pod, c, attempt, &image, &env, mounts);
+        crate::ephemeral::join_target(pod, &mut cfg, &out.observed);
         let sandbox_cfg =
             sandbox::sandbox_config(self.defaults, pod, sb.attempt, &self.cgroup_parent);
         if let Some(dir) = std::path::Path::new(&sandbox_cfg.log_directory)

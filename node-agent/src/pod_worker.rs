@@ -202,7 +202,14 @@ async fn sync_once<R: Runtime>(
     }
     let unchanged = last_status
         .as_ref()
-        .is_some_and(|prev| same_ignoring_times(prev, &status));
+        .is_some_and(|prev| same_ignoring_times(prev, &status))
+        // A static pod's mirror may have been replaced by a fresh one with
+        // no status: what it shows counts, not only what was written last.
+        && (!crate::static_pods::is_static(pod)
+            || pod
+                .status
+                .as_ref()
+                .is_some_and(|s| same_ignoring_times(s, &status)));
     if !unchanged {
         let api: Api<Pod> = Api::namespaced(
             shared.client.clone(),
@@ -284,6 +291,11 @@ async fn inputs<R: Runtime>(shared: &Shared<R>, pod: &Pod) -> Inputs {
         .flatten()
         .chain(spec.containers.iter())
         .cloned()
+        .chain(
+            crate::ephemeral::containers(pod)
+                .into_iter()
+                .map(|(c, _)| c),
+        )
         .collect();
     let mut lookups = Lookups::new();
     for c in &all {
@@ -431,6 +443,11 @@ async fn cleanup<R: Runtime>(shared: &Shared<R>, pod: &Pod, grace: i64) -> bool 
     }
     shared.volumes.remove(&uid);
     crate::resources::remove_pod_cgroups(std::path::Path::new(CGROUP_ROOT), &uid);
+    if crate::static_pods::is_static(pod) {
+        // A static pod has no API object of its own; its mirror is the
+        // static pod manager's.
+        return true;
+    }
     let api: Api<Pod> = Api::namespaced(
         shared.client.clone(),
         pod.metadata.namespace.as_deref().unwrap_or("default"),

@@ -9,9 +9,11 @@
 //!     $CARGO_TARGET_DIR/release/bench apiserver
 //!     $CARGO_TARGET_DIR/release/bench server      # needs the k3rs binaries built too
 //!     $CARGO_TARGET_DIR/release/bench proxy       # root, nft and iptables-restore
+//!     $CARGO_TARGET_DIR/release/bench node-agent  # root, containerd; k3rs-node-agent built
 
 mod apiserver;
 mod controllers;
+mod node_agent;
 mod proxy;
 mod scheduler;
 mod server;
@@ -83,6 +85,12 @@ enum Cmd {
         endpoints: usize,
         #[arg(long, default_value_t = 20)]
         changes: usize,
+    },
+    /// k3rs-node-agent (as a process) on containerd: a Deployment's pods
+    /// from `kubectl apply` to Ready, per-pod startup p50/p99, agent RSS.
+    NodeAgent {
+        #[arg(long, default_value_t = 30)]
+        replicas: usize,
     },
     /// k3rs-apiserver over the shim vs over etcd 3.4: creates, gets, patches,
     /// lists, watch fan-out, deletes; RSS with every object stored.
@@ -480,6 +488,12 @@ fn main() -> Result<()> {
             };
             let r = controllers::run(&load).await.context("controllers benchmark")?;
             controllers::print(&load, &r);
+            Ok(())
+        }),
+        Cmd::NodeAgent { replicas } => rt.block_on(async {
+            let load = node_agent::Load { replicas };
+            let r = node_agent::run(&load).await.context("node agent benchmark")?;
+            node_agent::print(&load, &r);
             Ok(())
         }),
         Cmd::Apiserver {
