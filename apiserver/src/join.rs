@@ -8,6 +8,9 @@
 //!   `k3rs-Node-Name`, `k3rs-Node-Password` (and `k3rs-Node-IP` for the
 //!   serving certificate's SANs). Answers a certificate PEM followed by its
 //!   key PEM, signed by `--cluster-signing-cert-file`.
+//! - `GET /v1-k3rs/server-bootstrap`: HTTP basic auth `server:<secret>`
+//!   only; answers `--server-bootstrap-file` (the CA material a further
+//!   server of an embedded-etcd cluster needs), verbatim.
 //!
 //! Node passwords: the first node to join under a name stores a PBKDF2 hash
 //! of its password in the Secret `<name>.node-password.k3rs` (kube-system).
@@ -24,7 +27,7 @@ use base64::Engine;
 use http::{HeaderMap, Method, Request, header};
 use hyper::body::Incoming;
 use k3rs_common::pki::{Ca, CertSpec};
-use k3rs_common::token::Token;
+use k3rs_common::token::{SERVER_USER, Token};
 use serde_json::{Value, json};
 
 use crate::http::{self as h, Resp};
@@ -51,6 +54,7 @@ pub struct Join {
     /// The CA PEM exactly as in its file: the token hash is over these bytes.
     ca_pem: String,
     signer: Option<Signer>,
+    server_bootstrap: Option<std::path::PathBuf>,
 }
 
 struct Signer {
@@ -89,7 +93,11 @@ impl Join {
             Some(s) => s.ca.cert_pem.clone(),
             None => read(ca_file)?,
         };
-        Ok(Self { ca_pem, signer })
+        Ok(Self {
+            ca_pem,
+            signer,
+            server_bootstrap: config.server_bootstrap_file.clone(),
+        })
     }
 }
 
@@ -112,6 +120,7 @@ pub async fn handle(api: &Api, req: Request<Incoming>) -> Resp {
         )),
         "client-kubelet.crt" => node_cert(api, join, req.headers(), Kind::Client).await,
         "serving-kubelet.crt" => node_cert(api, join, req.headers(), Kind::Serving).await,
+        "server-bootstrap" => server_bootstrap(join, req.headers()),
         _ => Err(ApiError::not_found_path()),
     };
     result.unwrap_or_else(|e| h::error(&e))
@@ -194,6 +203,24 @@ async fn node_cert(
     ))
 }
 
+/// The bootstrap bundle for a joining server; only the server token opens it.
+fn server_bootstrap(join: &Join, headers: &HeaderMap) -> Result<Resp, ApiError> {
+    let (Some(signer), Some(path)) = (join.signer.as_ref(), join.server_bootstrap.as_ref()) else {
+        return Err(ApiError::unavailable(
+            "this API server takes no further servers (k3rs server runs without --cluster-init)",
+        ));
+    };
+    match basic_auth(headers) {
+        Some((user, secret)) if user == SERVER_USER && signer.token.secret_matches(&secret) => {}
+        _ => return Err(ApiError::unauthorized()),
+    }
+    let body = std::fs::read(path).map_err(|e| {
+        ApiError::unavailable(format!("the server bootstrap data is not readable: {e}"))
+    })?;
+    tracing::info!("served the server bootstrap data to a joining server");
+    Ok(h::bytes_resp(200, "application/json", body))
+}
+
 fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
     headers
         .get(name)
@@ -204,23 +231,27 @@ fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
 /// `Authorization: Basic base64(node:<secret>)` (K3s also accepts the
 /// `server` user with the same secret).
 fn basic_auth_ok(headers: &HeaderMap, token: &Token) -> bool {
-    let Some(encoded) = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Basic "))
-    else {
-        return false;
-    };
-    let Ok(decoded) = base64::engine::general_purpose::STANDARD.decode(encoded.trim()) else {
-        return false;
-    };
-    let Ok(text) = String::from_utf8(decoded) else {
-        return false;
-    };
-    match text.split_once(':') {
-        Some(("node" | "server", secret)) => token.secret_matches(secret),
+    match basic_auth(headers) {
+        Some((user, secret)) if user == "node" || user == SERVER_USER => {
+            token.secret_matches(&secret)
+        }
         _ => false,
     }
+}
+
+/// (user, password) of `Authorization: Basic ...`.
+fn basic_auth(headers: &HeaderMap) -> Option<(String, String)> {
+    let encoded = headers
+        .get(header::AUTHORIZATION)?
+        .to_str()
+        .ok()?
+        .strip_prefix("Basic ")?;
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(encoded.trim())
+        .ok()?;
+    let text = String::from_utf8(decoded).ok()?;
+    let (user, secret) = text.split_once(':')?;
+    Some((user.to_string(), secret.to_string()))
 }
 
 /// A lower-case RFC 1123 subdomain, as Node names are.

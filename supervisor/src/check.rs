@@ -122,6 +122,18 @@ pub fn check(config: &ServerConfig) -> Vec<Finding> {
             "datastore",
             format!("external etcd {}", urls.join(",")),
         ),
+        Datastore::Embedded => match crate::node::system_binary("etcd", "etcd-server") {
+            Ok(p) => add(
+                Level::Ok,
+                "datastore",
+                format!("embedded etcd member ({})", p.display()),
+            ),
+            Err(_) => add(
+                Level::Fail,
+                "datastore",
+                "etcd is not installed; fix: apt-get install etcd-server".into(),
+            ),
+        },
     }
 
     match components::find_binary("kubectl", None) {

@@ -178,7 +178,7 @@ pub async fn run(matches: &ArgMatches) -> Result<(), Error> {
             let name = m.get_one::<String>("name").cloned().unwrap_or_default();
             let config = config::load(m)?;
             init_logging(&config);
-            exec_daemon(&config, &name)
+            exec_daemon(&config, &name).await
         }
         Some(("check-config", m)) => {
             let config = config::load(m)?;
@@ -290,7 +290,7 @@ fn config_without_flags() -> Result<ServerConfig, Error> {
 
 /// Replaces this process with the daemon `name` as `k3rs server` would run
 /// it (same bootstrap, same flags, the supervisor's own `K3RS_*` removed).
-fn exec_daemon(config: &ServerConfig, name: &str) -> Result<(), Error> {
+async fn exec_daemon(config: &ServerConfig, name: &str) -> Result<(), Error> {
     use std::os::unix::process::CommandExt;
     let known: Vec<&str> = crate::components::COMPONENTS
         .iter()
@@ -302,7 +302,7 @@ fn exec_daemon(config: &ServerConfig, name: &str) -> Result<(), Error> {
             known.join(", ")
         )));
     }
-    let boot = bootstrap::prepare(config)?;
+    let boot = server::prepare(config).await?;
     let plan = crate::components::plan(config, &boot).map_err(server::ServerError::from)?;
     let spec = plan.into_iter().find(|s| s.name == name).ok_or_else(|| {
         Error::Usage(format!(

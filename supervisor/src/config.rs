@@ -114,6 +114,27 @@ pub struct ServerFlags {
     #[arg(long, short = 't', env = "K3RS_TOKEN", hide_env_values = true)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub token: Option<String>,
+    /// Run an embedded etcd member (the Debian `etcd`) instead of the SQLite
+    /// datastore: the first server of a highly available cluster.
+    #[arg(long, env = "K3RS_CLUSTER_INIT", value_parser = BoolishValueParser::new())]
+    pub cluster_init: bool,
+    /// Join the embedded-etcd cluster of this server (https://<server>:6443)
+    /// as a further server; needs its --token.
+    #[arg(long, short = 's', env = "K3RS_URL")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub server: Option<String>,
+    /// Embedded etcd: client port (loopback and the advertised address).
+    #[arg(long, env = "K3RS_ETCD_CLIENT_PORT", default_value_t = 2379)]
+    pub etcd_client_port: u16,
+    /// Embedded etcd: peer port, reached by the other servers.
+    #[arg(long, env = "K3RS_ETCD_PEER_PORT", default_value_t = 2380)]
+    pub etcd_peer_port: u16,
+    /// Embedded etcd: loopback HTTP port of /health and /metrics.
+    #[arg(long, env = "K3RS_ETCD_METRICS_PORT", default_value_t = 2381)]
+    pub etcd_metrics_port: u16,
+    /// Extra embedded etcd flag, key=value (repeatable).
+    #[arg(long, env = "K3RS_ETCD_ARG", value_name = "KEY=VALUE")]
+    pub etcd_arg: Vec<String>,
     /// HTTPS port of the API server.
     #[arg(long, env = "K3RS_HTTPS_LISTEN_PORT", default_value_t = 6443)]
     pub https_listen_port: u16,
@@ -304,6 +325,14 @@ pub struct ServerConfig {
     pub datastore_listen_address: String,
     #[serde(default)]
     pub token: Option<String>,
+    pub cluster_init: bool,
+    #[serde(default)]
+    pub server: Option<String>,
+    pub etcd_client_port: u16,
+    pub etcd_peer_port: u16,
+    pub etcd_metrics_port: u16,
+    #[serde(default, deserialize_with = "one_or_many")]
+    pub etcd_arg: Vec<String>,
     pub https_listen_port: u16,
     #[serde(default)]
     pub bind_address: Option<IpAddr>,
@@ -405,6 +434,8 @@ pub enum Datastore {
     Shim(String),
     /// A real etcd: the API server talks to these URLs directly.
     Etcd(Vec<String>),
+    /// An etcd member k3rs runs (`--cluster-init`, or `--server` to join).
+    Embedded,
 }
 
 impl ServerConfig {
@@ -414,7 +445,9 @@ impl ServerConfig {
 
     pub fn datastore(&self) -> Datastore {
         let e = self.datastore_endpoint.trim();
-        if e.starts_with("http://") || e.starts_with("https://") {
+        if self.cluster_init || self.server.is_some() {
+            Datastore::Embedded
+        } else if e.starts_with("http://") || e.starts_with("https://") {
             Datastore::Etcd(
                 e.split(',')
                     .map(|s| s.trim().to_string())
@@ -836,6 +869,9 @@ fn validate(c: &ServerConfig, figment: &Figment) -> Result<(), ConfigError> {
     if c.https_listen_port == 0 {
         return Err(bad("https-listen-port", "0 is not a port".into()));
     }
+    if c.cluster_init || c.server.is_some() {
+        validate_embedded_etcd(c, &bad)?;
+    }
     for key in ["service-cidr", "cluster-cidr"] {
         let v = if key == "service-cidr" {
             &c.service_cidr
@@ -858,12 +894,72 @@ fn validate(c: &ServerConfig, figment: &Figment) -> Result<(), ConfigError> {
         ),
         ("kubelet-arg", &c.node.kubelet_arg),
         ("datastore-arg", &c.datastore_arg),
+        ("etcd-arg", &c.etcd_arg),
     ] {
         if let Some(a) = list.iter().find(|a| a.trim_start_matches('-').is_empty()) {
             return Err(bad(
                 key,
                 format!("{a:?} names no flag (expected key=value)"),
             ));
+        }
+    }
+    Ok(())
+}
+
+/// `--cluster-init` / `--server`: an embedded etcd member replaces the
+/// datastore, so the datastore flags cannot apply.
+fn validate_embedded_etcd(
+    c: &ServerConfig,
+    bad: &dyn Fn(&str, String) -> ConfigError,
+) -> Result<(), ConfigError> {
+    if !c.datastore_endpoint.trim().is_empty() {
+        let key = if c.cluster_init {
+            "cluster-init"
+        } else {
+            "server"
+        };
+        return Err(bad(
+            key,
+            format!(
+                "--{key} runs an embedded etcd member, which cannot be combined with \
+                 --datastore-endpoint {:?}",
+                c.datastore_endpoint
+            ),
+        ));
+    }
+    if let Some(url) = &c.server {
+        if c.cluster_init {
+            return Err(bad(
+                "server",
+                "--cluster-init starts a new cluster and --server joins one: give only one".into(),
+            ));
+        }
+        if !url.trim().starts_with("https://") {
+            return Err(bad(
+                "server",
+                format!("{url:?} is not an https:// URL like https://server:6443"),
+            ));
+        }
+        if c.token.as_deref().is_none_or(|t| t.trim().is_empty()) {
+            return Err(bad(
+                "token",
+                "--server needs --token: the first server's token \
+                 (<data-dir>/server/token there)"
+                    .into(),
+            ));
+        }
+    }
+    let ports = [
+        ("etcd-client-port", c.etcd_client_port),
+        ("etcd-peer-port", c.etcd_peer_port),
+        ("etcd-metrics-port", c.etcd_metrics_port),
+    ];
+    for (i, (key, port)) in ports.iter().enumerate() {
+        if *port == 0 {
+            return Err(bad(key, "0 is not a port".into()));
+        }
+        if let Some((other, _)) = ports[..i].iter().find(|(_, p)| p == port) {
+            return Err(bad(key, format!("{port} is also --{other}")));
         }
     }
     Ok(())

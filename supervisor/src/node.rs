@@ -159,6 +159,7 @@ pub fn system_binary(name: &'static str, package: &'static str) -> Result<PathBu
         .ok_or(ComponentError::MissingPackage {
             binary: name,
             package,
+            without: "with --disable-agent",
         })
 }
 
@@ -227,6 +228,7 @@ pub fn containerd_spec(s: &NodeSettings) -> Result<Option<DaemonSpec>, Component
         return Err(ComponentError::MissingPackage {
             binary: "bridge (CNI plugin)",
             package: "containernetworking-plugins",
+            without: "with --disable-agent",
         });
     }
     let dir = s.containerd_dir();
