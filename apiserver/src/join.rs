@@ -8,6 +8,11 @@
 //!   `k3rs-Node-Name`, `k3rs-Node-Password` (and `k3rs-Node-IP` for the
 //!   serving certificate's SANs). Answers a certificate PEM followed by its
 //!   key PEM, signed by `--cluster-signing-cert-file`.
+//!
+//! Nodes may also authenticate with a bootstrap token (`k3rs token create`):
+//! the secret `<id>.<secret>` matching the `kube-system` Secret
+//! `bootstrap-token-<id>` of type `bootstrap.kubernetes.io/token` with
+//! `usage-bootstrap-authentication: "true"`, until its `expiration`.
 //! - `GET /v1-k3rs/server-bootstrap`: HTTP basic auth `server:<secret>`
 //!   only; answers `--server-bootstrap-file` (the CA material a further
 //!   server of an embedded-etcd cluster needs), verbatim.
@@ -144,7 +149,7 @@ async fn node_cert(
              --cluster-signing-key-file and --join-token-file)",
         ));
     };
-    if !basic_auth_ok(headers, &signer.token) {
+    if !basic_auth_ok(headers, &signer.token) && !bootstrap_token_ok(api, headers).await? {
         return Err(ApiError::unauthorized());
     }
     let name = header_str(headers, NODE_NAME_HEADER)
@@ -237,6 +242,64 @@ fn basic_auth_ok(headers: &HeaderMap, token: &Token) -> bool {
         }
         _ => false,
     }
+}
+
+/// `type` of bootstrap token Secrets (upstream's).
+pub const BOOTSTRAP_TOKEN_TYPE: &str = "bootstrap.kubernetes.io/token";
+
+/// Whether the basic-auth password is a live bootstrap token `<id>.<secret>`.
+async fn bootstrap_token_ok(api: &Api, headers: &HeaderMap) -> Result<bool, ApiError> {
+    let Some((_, password)) = basic_auth(headers) else {
+        return Ok(false);
+    };
+    let Some((id, secret)) = password.split_once('.') else {
+        return Ok(false);
+    };
+    let well_formed = |s: &str, n: usize| {
+        s.len() == n
+            && s.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+    };
+    if !(well_formed(id, 6) && well_formed(secret, 16)) {
+        return Ok(false);
+    }
+    let key = format!("/registry/secrets/{PASSWORD_NAMESPACE}/bootstrap-token-{id}");
+    let Some(kv) = api.store.get(&key).await.map_err(store_err)? else {
+        return Ok(false);
+    };
+    let Ok(obj) = serde_json::from_slice::<Value>(&kv.value) else {
+        return Ok(false);
+    };
+    let field = |k: &str| -> Option<String> {
+        let v = obj.pointer(&format!("/data/{k}"))?.as_str()?;
+        let bytes = base64::engine::general_purpose::STANDARD.decode(v).ok()?;
+        String::from_utf8(bytes).ok()
+    };
+    if obj.get("type").and_then(Value::as_str) != Some(BOOTSTRAP_TOKEN_TYPE)
+        || field("token-id").as_deref() != Some(id)
+        || field("usage-bootstrap-authentication").as_deref() != Some("true")
+    {
+        return Ok(false);
+    }
+    let Some(stored) = field("token-secret") else {
+        return Ok(false);
+    };
+    let stored = Token {
+        ca_hash: None,
+        user: None,
+        secret: stored,
+    };
+    if !stored.secret_matches(secret) {
+        return Ok(false);
+    }
+    if let Some(exp) = field("expiration") {
+        match chrono::DateTime::parse_from_rfc3339(exp.trim()) {
+            Ok(t) if t > chrono::Utc::now() => {}
+            // Expired, or a date nobody can check: refused.
+            _ => return Ok(false),
+        }
+    }
+    Ok(true)
 }
 
 /// (user, password) of `Authorization: Basic ...`.
