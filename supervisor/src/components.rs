@@ -458,7 +458,13 @@ fn controller_manager(ctx: &Context) -> Result<DaemonSpec, ComponentError> {
         // DESIGN §3: health on 10257.
         .set("secure-port", 10257)
         .with_overrides(&ctx.config.kube_controller_manager_arg);
-    let health = Health::standard(Endpoint::Http(health_addr("controller-manager", &args)?));
+    let mut health = Health::standard(Endpoint::Http(health_addr("controller-manager", &args)?));
+    // With several servers only one controller manager leads, and a standby
+    // reports not-ready until it does: a joining server must not wait for
+    // the lease, only for the process to be up.
+    if ctx.config.datastore() == Datastore::Embedded {
+        health.ready_path = health.live_path;
+    }
     Ok(finish(ctx, "controller-manager", &args, health))
 }
 

@@ -299,7 +299,22 @@ async fn add_member(
         }
         None => {
             tracing::info!(member = name, %peer_url, "adding this server to the etcd cluster");
-            let added = c.member_add([peer_url], None).await.map_err(failed)?;
+            // etcd refuses members while a recent one is not yet fully
+            // connected ("unhealthy cluster"): servers joining one after
+            // the other wait for it.
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+            let added = loop {
+                match c.member_add([peer_url], None).await {
+                    Err(e)
+                        if e.to_string().contains("unhealthy cluster")
+                            && tokio::time::Instant::now() < deadline =>
+                    {
+                        tracing::info!(error = %e, "the etcd cluster takes no member yet; retrying");
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                    }
+                    r => break r.map_err(failed)?,
+                }
+            };
             pairs(added.member_list())
         }
     };
