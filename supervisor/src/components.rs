@@ -553,7 +553,8 @@ mod tests {
             "https://10.0.0.1:2379,https://10.0.0.2:2379",
         ])
         .unwrap();
-        assert!(!(COMPONENTS[0].enabled)(&c));
+        let datastore = COMPONENTS.iter().find(|c| c.name == "datastore").unwrap();
+        assert!(!(datastore.enabled)(&c));
         assert_eq!(
             etcd_servers(&c).unwrap(),
             "https://10.0.0.1:2379,https://10.0.0.2:2379"
@@ -565,7 +566,7 @@ mod tests {
             "127.0.0.1:12379",
         ])
         .unwrap();
-        assert!((COMPONENTS[0].enabled)(&c));
+        assert!((datastore.enabled)(&c));
         assert_eq!(etcd_servers(&c).unwrap(), "http://127.0.0.1:12379");
     }
 

@@ -1181,6 +1181,53 @@ mod tests {
     }
 
     #[test]
+    fn embedded_etcd_flags_are_checked() {
+        let _l = lock();
+        let dir = tempfile::tempdir().unwrap();
+        write(dir.path(), "config.yaml", "");
+        let c = load_with(dir.path(), &["--cluster-init"]).unwrap();
+        assert_eq!(c.datastore(), Datastore::Embedded);
+        assert_eq!(
+            (c.etcd_client_port, c.etcd_peer_port, c.etcd_metrics_port),
+            (2379, 2380, 2381)
+        );
+        let c = load_with(
+            dir.path(),
+            &["--server", "https://10.0.0.1:6443", "--token", "abc"],
+        )
+        .unwrap();
+        assert_eq!(c.datastore(), Datastore::Embedded);
+        for (args, needle) in [
+            (
+                vec!["--cluster-init", "--datastore-endpoint", "postgres://x"],
+                "cannot be combined",
+            ),
+            (vec!["--server", "https://10.0.0.1:6443"], "needs --token"),
+            (
+                vec!["--server", "http://10.0.0.1:6443", "--token", "t"],
+                "https://",
+            ),
+            (
+                vec![
+                    "--cluster-init",
+                    "--server",
+                    "https://10.0.0.1:6443",
+                    "--token",
+                    "t",
+                ],
+                "give only one",
+            ),
+            (
+                vec!["--cluster-init", "--etcd-peer-port", "2379"],
+                "also --etcd-client-port",
+            ),
+        ] {
+            let e = load_with(dir.path(), &args).unwrap_err().to_string();
+            assert!(e.contains(needle), "{args:?}: {e}");
+        }
+    }
+
+    #[test]
     fn help_lists_env_names_and_defaults() {
         let help = server_help();
         for needle in [

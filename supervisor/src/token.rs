@@ -312,7 +312,7 @@ mod tests {
         );
         let lines: Vec<&str> = out.lines().collect();
         assert!(lines[0].starts_with("TOKEN") && lines[0].contains("DESCRIPTION"));
-        assert!(lines[1].starts_with("aaaaaa.0123456789abcdef") && lines[1].contains(" 23h "));
+        assert!(lines[1].starts_with("aaaaaa.0123456789abcdef") && lines[1].contains(" 24h "));
         assert!(lines[2].contains("<forever>") && lines[2].contains("<never>"));
         assert!(lines[3].contains("<expired>"));
         assert!(lines[1].contains("authentication,signing"));

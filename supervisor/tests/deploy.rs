@@ -259,13 +259,13 @@ fn walk(dir: &Path) -> Vec<PathBuf> {
 #[test]
 fn daemon_subcommand_runs_one_daemon_with_the_server_flags() {
     let out = Command::new(k3rs())
-        .args(["daemon", "etcd"])
+        .args(["daemon", "kube-proxy"])
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
-        err.contains("unknown daemon \"etcd\"") && err.contains("apiserver"),
+        err.contains("unknown daemon \"kube-proxy\"") && err.contains("apiserver"),
         "{err}"
     );
 
