@@ -18,7 +18,9 @@
 #   INSTALL_K3RS_SKIP_DEPS      true: do not apt-get install runtime dependencies
 #   INSTALL_K3RS_SKIP_ENABLE    true: write units but do not enable them
 #   INSTALL_K3RS_SKIP_START     true: enable but do not start
-#   K3RS_URL, K3RS_TOKEN        agent mode: join the server at K3RS_URL
+#   K3RS_URL, K3RS_TOKEN        agent mode: write and start k3rs-agent.service,
+#                               which joins the server at K3RS_URL with the
+#                               token (kept in k3rs-agent.service.env, 0600)
 set -eu
 
 info() { echo "[k3rs-install] $*"; }
@@ -33,9 +35,12 @@ data_dir=/var/lib/k3rs
 binaries="k3rs k3rs-datastore k3rs-apiserver k3rs-scheduler k3rs-controller-manager k3rs-node-agent"
 
 case "$units" in single|split) ;; *) fatal "INSTALL_K3RS_UNITS must be single or split, not '$units'";; esac
+mode=server
 if [ -n "${K3RS_URL:-}" ]; then
-  # The join flow lands with the node agent; refuse rather than install a unit that cannot work.
-  fatal "agent mode (K3RS_URL) needs k3rs-node-agent, which this build does not have yet"
+  mode=agent
+  case "$K3RS_URL" in https://*) ;; *) fatal "K3RS_URL must be https://<server>:6443, not '$K3RS_URL'";; esac
+  [ -n "${K3RS_TOKEN:-}" ] || fatal "agent mode (K3RS_URL) needs K3RS_TOKEN: the server's node token (k3rs token show, or k3rs token create)"
+  [ "$units" = single ] || fatal "INSTALL_K3RS_UNITS=split is for servers; an agent runs one k3rs-agent.service"
 fi
 if [ "${INSTALL_K3RS_SKIP_DOWNLOAD:-false}" != true ]; then
   info "no release server is configured; installing from local artifacts (set INSTALL_K3RS_SKIP_DOWNLOAD=true to silence this)"
@@ -51,6 +56,7 @@ if [ -z "$artifacts" ]; then
   fi
 fi
 [ -x "$artifacts/k3rs" ] || fatal "$artifacts/k3rs is missing or not executable"
+[ "$mode" = server ] || [ -x "$artifacts/k3rs-node-agent" ] || fatal "agent mode needs $artifacts/k3rs-node-agent (cargo build --release -p k3rs-node-agent)"
 units_src=$here/systemd
 [ -d "$units_src" ] || fatal "$units_src (the unit templates shipped beside install.sh) is missing"
 
@@ -94,8 +100,9 @@ if ls "$artifacts"/*.tar >/dev/null 2>&1; then
   info "copied image tarballs to $root$data_dir/agent/images"
 fi
 
-# An example config the first time, never over the user's.
-if [ ! -e "$root/etc/k3rs/config.yaml" ] && [ -f "$here/config.yaml.example" ]; then
+# An example config the first time, never over the user's (its keys are
+# the server's; an agent takes its settings from the environment file).
+if [ "$mode" = server ] && [ ! -e "$root/etc/k3rs/config.yaml" ] && [ -f "$here/config.yaml.example" ]; then
   $SUDO install -m 0600 "$here/config.yaml.example" "$root/etc/k3rs/config.yaml"
 fi
 
@@ -103,7 +110,15 @@ write_unit() {
   sed "s|@BIN_DIR@|$bin_dir|g" "$units_src/$1" | $SUDO tee "$root$systemd_dir/$1" >/dev/null
   $SUDO chmod 0644 "$root$systemd_dir/$1"
 }
-if [ "$units" = single ]; then
+if [ "$mode" = agent ]; then
+  write_unit k3rs-agent.service
+  env_file="$root$systemd_dir/k3rs-agent.service.env"
+  # The token is a secret: the file is created private, then filled.
+  $SUDO sh -c "umask 077; : > '$env_file'"
+  printf 'K3RS_URL=%s\nK3RS_TOKEN=%s\n' "$K3RS_URL" "$K3RS_TOKEN" | $SUDO tee "$env_file" >/dev/null
+  $SUDO chmod 0600 "$env_file"
+  start_units=k3rs-agent.service
+elif [ "$units" = single ]; then
   write_unit k3rs.service
   start_units=k3rs.service
 else
@@ -112,14 +127,14 @@ else
   done
   start_units="k3rs-split.target k3rs-datastore.service k3rs-apiserver.service k3rs-scheduler.service k3rs-controller-manager.service"
 fi
-info "wrote units to $root$systemd_dir ($units)"
+info "wrote units to $root$systemd_dir ($mode, $units)"
 
 # Helper scripts.
 $SUDO tee "$root$bin_dir/k3rs-killall.sh" >/dev/null <<KILLALL
 #!/bin/sh
 # Stops k3rs and every process it started (also those left by a crash).
 [ "\$(id -u)" = 0 ] || exec sudo "\$0" "\$@"
-for u in k3rs.service k3rs-split.target k3rs-controller-manager.service k3rs-scheduler.service k3rs-apiserver.service k3rs-datastore.service; do
+for u in k3rs.service k3rs-agent.service k3rs-split.target k3rs-controller-manager.service k3rs-scheduler.service k3rs-apiserver.service k3rs-datastore.service; do
   systemctl stop "\$u" 2>/dev/null || true
 done
 for p in k3rs-node-agent k3rs-controller-manager k3rs-scheduler k3rs-apiserver k3rs-datastore; do
@@ -137,10 +152,11 @@ set -e
 [ "\$(id -u)" = 0 ] || [ -n "\${K3RS_UNINSTALL_ROOT:-}" ] || exec sudo "\$0" "\$@"
 r="\${K3RS_UNINSTALL_ROOT:-$root}"
 if [ -z "\$r" ]; then "$bin_dir/k3rs-killall.sh" || true; fi
-for u in k3rs.service k3rs-split.target k3rs-datastore.service k3rs-apiserver.service k3rs-scheduler.service k3rs-controller-manager.service; do
+for u in k3rs.service k3rs-agent.service k3rs-split.target k3rs-datastore.service k3rs-apiserver.service k3rs-scheduler.service k3rs-controller-manager.service; do
   if [ -z "\$r" ]; then systemctl disable "\$u" 2>/dev/null || true; fi
   rm -f "\$r$systemd_dir/\$u"
 done
+rm -f "\$r$systemd_dir/k3rs-agent.service.env"
 if [ -z "\$r" ]; then systemctl daemon-reload 2>/dev/null || true; fi
 for b in $binaries k3rs-killall.sh; do rm -f "\$r$bin_dir/\$b"; done
 rm -rf "\$r/etc/k3rs" "\$r$data_dir"
@@ -154,22 +170,22 @@ if [ -n "$root" ] || [ "${INSTALL_K3RS_SKIP_ENABLE:-false}" = true ]; then
   exit 0
 fi
 if ! [ -d /run/systemd/system ]; then
-  info "systemd is not running here; start k3rs with: $bin_dir/k3rs server"
+  info "systemd is not running here; start k3rs with: $bin_dir/k3rs $mode"
   exit 0
 fi
 $SUDO systemctl daemon-reload
-if [ "$units" = single ]; then
-  $SUDO systemctl enable k3rs.service >/dev/null
-else
-  $SUDO systemctl enable $start_units >/dev/null
-fi
+$SUDO systemctl enable $start_units >/dev/null
 if [ "${INSTALL_K3RS_SKIP_START:-false}" = true ]; then
   info "enabled; not started (INSTALL_K3RS_SKIP_START=true)"
   exit 0
 fi
-if [ "$units" = single ]; then
+if [ "$mode" = agent ]; then
+  $SUDO systemctl restart k3rs-agent.service
+  info "started k3rs-agent.service; it joins $K3RS_URL (check: journalctl -u k3rs-agent)"
+elif [ "$units" = single ]; then
   $SUDO systemctl restart k3rs.service
+  info "started; kubeconfig: /etc/k3rs/k3rs.yaml (try: k3rs kubectl get nodes)"
 else
   $SUDO systemctl restart k3rs-split.target
+  info "started; kubeconfig: /etc/k3rs/k3rs.yaml (try: k3rs kubectl get nodes)"
 fi
-info "started; kubeconfig: /etc/k3rs/k3rs.yaml (try: k3rs kubectl get nodes)"

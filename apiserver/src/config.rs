@@ -100,6 +100,11 @@ pub struct Cli {
     /// secret); nodes authenticate to the join endpoints with its secret.
     #[arg(long, env = "K3RS_JOIN_TOKEN_FILE")]
     pub join_token_file: Option<PathBuf>,
+    /// File served verbatim at `/v1-k3rs/server-bootstrap` to further
+    /// servers joining with the server token (basic auth `server:<secret>`):
+    /// the CA material they share, written by `k3rs server`.
+    #[arg(long, env = "K3RS_SERVER_BOOTSTRAP_FILE", requires = "join_token_file")]
+    pub server_bootstrap_file: Option<PathBuf>,
     #[arg(long, env = "K3RS_AUTHORIZATION_MODE", default_value = "AlwaysAllow")]
     pub authorization_mode: String,
     #[arg(long, env = "K3RS_LOG_FORMAT", default_value = "text")]
@@ -130,6 +135,7 @@ pub struct Config {
     pub cluster_signing_cert_file: Option<PathBuf>,
     pub cluster_signing_key_file: Option<PathBuf>,
     pub join_token_file: Option<PathBuf>,
+    pub server_bootstrap_file: Option<PathBuf>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -216,6 +222,7 @@ impl Cli {
             cluster_signing_cert_file: self.cluster_signing_cert_file,
             cluster_signing_key_file: self.cluster_signing_key_file,
             join_token_file: self.join_token_file,
+            server_bootstrap_file: self.server_bootstrap_file,
         })
     }
 }

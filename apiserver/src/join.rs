@@ -9,6 +9,14 @@
 //!   serving certificate's SANs). Answers a certificate PEM followed by its
 //!   key PEM, signed by `--cluster-signing-cert-file`.
 //!
+//! Nodes may also authenticate with a bootstrap token (`k3rs token create`):
+//! the secret `<id>.<secret>` matching the `kube-system` Secret
+//! `bootstrap-token-<id>` of type `bootstrap.kubernetes.io/token` with
+//! `usage-bootstrap-authentication: "true"`, until its `expiration`.
+//! - `GET /v1-k3rs/server-bootstrap`: HTTP basic auth `server:<secret>`
+//!   only; answers `--server-bootstrap-file` (the CA material a further
+//!   server of an embedded-etcd cluster needs), verbatim.
+//!
 //! Node passwords: the first node to join under a name stores a PBKDF2 hash
 //! of its password in the Secret `<name>.node-password.k3rs` (kube-system).
 //! A node presenting another password under that name is refused while the
@@ -24,7 +32,7 @@ use base64::Engine;
 use http::{HeaderMap, Method, Request, header};
 use hyper::body::Incoming;
 use k3rs_common::pki::{Ca, CertSpec};
-use k3rs_common::token::Token;
+use k3rs_common::token::{SERVER_USER, Token};
 use serde_json::{Value, json};
 
 use crate::http::{self as h, Resp};
@@ -51,6 +59,7 @@ pub struct Join {
     /// The CA PEM exactly as in its file: the token hash is over these bytes.
     ca_pem: String,
     signer: Option<Signer>,
+    server_bootstrap: Option<std::path::PathBuf>,
 }
 
 struct Signer {
@@ -89,7 +98,11 @@ impl Join {
             Some(s) => s.ca.cert_pem.clone(),
             None => read(ca_file)?,
         };
-        Ok(Self { ca_pem, signer })
+        Ok(Self {
+            ca_pem,
+            signer,
+            server_bootstrap: config.server_bootstrap_file.clone(),
+        })
     }
 }
 
@@ -112,6 +125,7 @@ pub async fn handle(api: &Api, req: Request<Incoming>) -> Resp {
         )),
         "client-kubelet.crt" => node_cert(api, join, req.headers(), Kind::Client).await,
         "serving-kubelet.crt" => node_cert(api, join, req.headers(), Kind::Serving).await,
+        "server-bootstrap" => server_bootstrap(join, req.headers()),
         _ => Err(ApiError::not_found_path()),
     };
     result.unwrap_or_else(|e| h::error(&e))
@@ -135,7 +149,7 @@ async fn node_cert(
              --cluster-signing-key-file and --join-token-file)",
         ));
     };
-    if !basic_auth_ok(headers, &signer.token) {
+    if !basic_auth_ok(headers, &signer.token) && !bootstrap_token_ok(api, headers).await? {
         return Err(ApiError::unauthorized());
     }
     let name = header_str(headers, NODE_NAME_HEADER)
@@ -194,6 +208,24 @@ async fn node_cert(
     ))
 }
 
+/// The bootstrap bundle for a joining server; only the server token opens it.
+fn server_bootstrap(join: &Join, headers: &HeaderMap) -> Result<Resp, ApiError> {
+    let (Some(signer), Some(path)) = (join.signer.as_ref(), join.server_bootstrap.as_ref()) else {
+        return Err(ApiError::unavailable(
+            "this API server takes no further servers (k3rs server runs without --cluster-init)",
+        ));
+    };
+    match basic_auth(headers) {
+        Some((user, secret)) if user == SERVER_USER && signer.token.secret_matches(&secret) => {}
+        _ => return Err(ApiError::unauthorized()),
+    }
+    let body = std::fs::read(path).map_err(|e| {
+        ApiError::unavailable(format!("the server bootstrap data is not readable: {e}"))
+    })?;
+    tracing::info!("served the server bootstrap data to a joining server");
+    Ok(h::bytes_resp(200, "application/json", body))
+}
+
 fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
     headers
         .get(name)
@@ -204,23 +236,85 @@ fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
 /// `Authorization: Basic base64(node:<secret>)` (K3s also accepts the
 /// `server` user with the same secret).
 fn basic_auth_ok(headers: &HeaderMap, token: &Token) -> bool {
-    let Some(encoded) = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Basic "))
-    else {
-        return false;
-    };
-    let Ok(decoded) = base64::engine::general_purpose::STANDARD.decode(encoded.trim()) else {
-        return false;
-    };
-    let Ok(text) = String::from_utf8(decoded) else {
-        return false;
-    };
-    match text.split_once(':') {
-        Some(("node" | "server", secret)) => token.secret_matches(secret),
+    match basic_auth(headers) {
+        Some((user, secret)) if user == "node" || user == SERVER_USER => {
+            token.secret_matches(&secret)
+        }
         _ => false,
     }
+}
+
+/// `type` of bootstrap token Secrets (upstream's).
+pub const BOOTSTRAP_TOKEN_TYPE: &str = "bootstrap.kubernetes.io/token";
+
+/// Whether the basic-auth password is a live bootstrap token `<id>.<secret>`.
+async fn bootstrap_token_ok(api: &Api, headers: &HeaderMap) -> Result<bool, ApiError> {
+    let Some((_, password)) = basic_auth(headers) else {
+        return Ok(false);
+    };
+    let Some((id, secret)) = password.split_once('.') else {
+        return Ok(false);
+    };
+    let well_formed = |s: &str, n: usize| {
+        s.len() == n
+            && s.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+    };
+    if !(well_formed(id, 6) && well_formed(secret, 16)) {
+        return Ok(false);
+    }
+    let key = format!("/registry/secrets/{PASSWORD_NAMESPACE}/bootstrap-token-{id}");
+    let Some(kv) = api.store.get(&key).await.map_err(store_err)? else {
+        return Ok(false);
+    };
+    let Ok(obj) = serde_json::from_slice::<Value>(&kv.value) else {
+        return Ok(false);
+    };
+    let field = |k: &str| -> Option<String> {
+        let v = obj.pointer(&format!("/data/{k}"))?.as_str()?;
+        let bytes = base64::engine::general_purpose::STANDARD.decode(v).ok()?;
+        String::from_utf8(bytes).ok()
+    };
+    if obj.get("type").and_then(Value::as_str) != Some(BOOTSTRAP_TOKEN_TYPE)
+        || field("token-id").as_deref() != Some(id)
+        || field("usage-bootstrap-authentication").as_deref() != Some("true")
+    {
+        return Ok(false);
+    }
+    let Some(stored) = field("token-secret") else {
+        return Ok(false);
+    };
+    let stored = Token {
+        ca_hash: None,
+        user: None,
+        secret: stored,
+    };
+    if !stored.secret_matches(secret) {
+        return Ok(false);
+    }
+    if let Some(exp) = field("expiration") {
+        match chrono::DateTime::parse_from_rfc3339(exp.trim()) {
+            Ok(t) if t > chrono::Utc::now() => {}
+            // Expired, or a date nobody can check: refused.
+            _ => return Ok(false),
+        }
+    }
+    Ok(true)
+}
+
+/// (user, password) of `Authorization: Basic ...`.
+fn basic_auth(headers: &HeaderMap) -> Option<(String, String)> {
+    let encoded = headers
+        .get(header::AUTHORIZATION)?
+        .to_str()
+        .ok()?
+        .strip_prefix("Basic ")?;
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(encoded.trim())
+        .ok()?;
+    let text = String::from_utf8(decoded).ok()?;
+    let (user, secret) = text.split_once(':')?;
+    Some((user.to_string(), secret.to_string()))
 }
 
 /// A lower-case RFC 1123 subdomain, as Node names are.

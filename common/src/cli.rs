@@ -1,4 +1,8 @@
 //! Command-line parsing shared by the daemons' `main`s.
+//!
+//! Exit code 2 means "this configuration cannot work": a bad flag, or (the
+//! node agent) a server refusing the node's token or name. The supervisor
+//! does not restart a daemon that exits 2 before it was ever ready.
 
 /// Parses the process's flags as `T`. `--help`/`--version` print and exit 0;
 /// a bad flag prints one line naming the problem, prefixed with `program`,

@@ -61,6 +61,21 @@ impl JoinError {
     pub fn is_transient(&self) -> bool {
         matches!(self, JoinError::Unreachable { .. })
     }
+
+    /// The process exit code: 2 when the server refuses this node's token
+    /// or name (or the token is unusable), which no restart can fix, so a
+    /// supervisor gives up instead of retrying (the k3rs "bad
+    /// configuration" code, `k3rs_common::cli`); 1 otherwise.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            JoinError::BadToken(_)
+            | JoinError::NoToken
+            | JoinError::BadServer(_)
+            | JoinError::CaMismatch { .. }
+            | JoinError::Refused { .. } => 2,
+            _ => 1,
+        }
+    }
 }
 
 /// What joining needs.

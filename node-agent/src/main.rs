@@ -162,7 +162,7 @@ fn main() -> ExitCode {
         Err(e) => {
             // One line naming the problem (a refused join, a foreign CA, ...).
             eprintln!("k3rs-node-agent: {e}");
-            return ExitCode::FAILURE;
+            return ExitCode::from(e.exit_code());
         }
     };
     match rt.block_on(k3rs_node_agent::run(config)) {

@@ -102,6 +102,9 @@ pub struct Bootstrap {
     pub token: Token,
     /// `https://host:port` clients on this machine use.
     pub local_api_url: String,
+    /// The embedded etcd member (`--cluster-init` / `--server`), once
+    /// `server::prepare` decided how it starts.
+    pub etcd: Option<crate::etcd::Member>,
 }
 
 /// Creates or reuses everything in the data dir and writes the kubeconfig.
@@ -120,6 +123,7 @@ pub fn prepare(config: &ServerConfig) -> Result<Bootstrap, BootstrapError> {
         ca,
         token,
         local_api_url,
+        etcd: None,
     })
 }
 

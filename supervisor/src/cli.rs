@@ -117,6 +117,29 @@ pub enum TokenCommand {
     Generate,
     /// Print this server's join token (K10 format).
     Show(ServerFlags),
+    /// Create a bootstrap token agents can join with (until it expires or
+    /// is deleted); prints it in K10 form.
+    Create {
+        /// Lifetime, e.g. 24h, 90m, 1h30m; 0 = never expires.
+        #[arg(long, default_value = "24h")]
+        ttl: String,
+        /// Free text shown by `k3rs token list`.
+        #[arg(long)]
+        description: Option<String>,
+        #[command(flatten)]
+        flags: ServerFlags,
+    },
+    /// List the bootstrap tokens.
+    #[command(visible_alias = "ls")]
+    List(ServerFlags),
+    /// Delete bootstrap tokens by id (or the full token).
+    #[command(visible_alias = "rm")]
+    Delete {
+        #[arg(required = true, value_name = "ID")]
+        ids: Vec<String>,
+        #[command(flatten)]
+        flags: ServerFlags,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -165,7 +188,10 @@ pub async fn run(matches: &ArgMatches) -> Result<(), Error> {
                 print!("{text}");
                 Ok(())
             }
-            _ => Err(Error::Usage("k3rs token generate|show".into())),
+            Some((sub @ ("create" | "list" | "delete"), m)) => bootstrap_tokens(sub, m).await,
+            _ => Err(Error::Usage(
+                "k3rs token generate|show|create|list|delete".into(),
+            )),
         },
         Some(("kubectl", m)) => {
             let args: Vec<OsString> = m
@@ -178,7 +204,7 @@ pub async fn run(matches: &ArgMatches) -> Result<(), Error> {
             let name = m.get_one::<String>("name").cloned().unwrap_or_default();
             let config = config::load(m)?;
             init_logging(&config);
-            exec_daemon(&config, &name)
+            exec_daemon(&config, &name).await
         }
         Some(("check-config", m)) => {
             let config = config::load(m)?;
@@ -217,6 +243,66 @@ pub async fn run(matches: &ArgMatches) -> Result<(), Error> {
                 .into(),
         )),
     }
+}
+
+/// `k3rs token create|list|delete`, through the API server with the admin
+/// kubeconfig of this data dir.
+async fn bootstrap_tokens(sub: &str, m: &ArgMatches) -> Result<(), Error> {
+    let config = config::load(m)?;
+    let tls = config.server_dir().join("tls");
+    // The API server's own admin kubeconfig names this server's port even
+    // when --write-kubeconfig went elsewhere.
+    let own = tls.join(k3rs_common::pki::layout::ADMIN_KUBECONFIG);
+    let kubeconfig = if own.exists() {
+        own
+    } else {
+        config.write_kubeconfig.clone()
+    };
+    let client = crate::manifests::client(&kubeconfig)
+        .await
+        .map_err(|e| Error::Io(format!("{}: {e}", kubeconfig.display())))?;
+    let fail = |e: token::BootstrapTokenError| match e {
+        token::BootstrapTokenError::BadTtl(_) | token::BootstrapTokenError::BadId(_) => {
+            Error::Usage(e.to_string())
+        }
+        e => Error::Io(e.to_string()),
+    };
+    match sub {
+        "create" => {
+            let ttl = m
+                .get_one::<String>("ttl")
+                .map(String::as_str)
+                .unwrap_or("24h");
+            let ttl = token::parse_ttl(ttl).map_err(fail)?;
+            let ca_file = tls.join(format!("{}.crt", k3rs_common::pki::layout::SERVER_CA));
+            let ca_pem = std::fs::read_to_string(&ca_file).map_err(|e| {
+                Error::Io(format!(
+                    "{}: {e} (has `k3rs server` run with this data dir?)",
+                    ca_file.display()
+                ))
+            })?;
+            let description = m.get_one::<String>("description").map(String::as_str);
+            let t = token::create(client, &ca_pem, ttl, description)
+                .await
+                .map_err(fail)?;
+            println!("{t}");
+        }
+        "list" => {
+            let tokens = token::list(client).await.map_err(fail)?;
+            print!("{}", token::render(&tokens, chrono::Utc::now()));
+        }
+        _ => {
+            let ids: Vec<String> = m
+                .get_many::<String>("ids")
+                .map(|v| v.cloned().collect())
+                .unwrap_or_default();
+            for id in ids {
+                let id = token::delete(client.clone(), &id).await.map_err(fail)?;
+                println!("bootstrap token {id:?} deleted");
+            }
+        }
+    }
+    Ok(())
 }
 
 async fn etcd_snapshot(m: &ArgMatches) -> Result<(), Error> {
@@ -290,7 +376,7 @@ fn config_without_flags() -> Result<ServerConfig, Error> {
 
 /// Replaces this process with the daemon `name` as `k3rs server` would run
 /// it (same bootstrap, same flags, the supervisor's own `K3RS_*` removed).
-fn exec_daemon(config: &ServerConfig, name: &str) -> Result<(), Error> {
+async fn exec_daemon(config: &ServerConfig, name: &str) -> Result<(), Error> {
     use std::os::unix::process::CommandExt;
     let known: Vec<&str> = crate::components::COMPONENTS
         .iter()
@@ -302,7 +388,7 @@ fn exec_daemon(config: &ServerConfig, name: &str) -> Result<(), Error> {
             known.join(", ")
         )));
     }
-    let boot = bootstrap::prepare(config)?;
+    let boot = server::prepare(config).await?;
     let plan = crate::components::plan(config, &boot).map_err(server::ServerError::from)?;
     let spec = plan.into_iter().find(|s| s.name == name).ok_or_else(|| {
         Error::Usage(format!(

@@ -29,11 +29,13 @@ pub enum ComponentError {
     },
     #[error(
         "{binary} is not installed: install the Debian package {package} \
-         (apt-get install {package}), or run with --disable-agent"
+         (apt-get install {package}), or run {without}"
     )]
     MissingPackage {
         binary: &'static str,
         package: &'static str,
+        /// How to do without it ("with --disable-agent").
+        without: &'static str,
     },
     #[error("{component}: {message}")]
     Invalid {
@@ -71,6 +73,14 @@ pub struct Component {
 
 /// Start order; stopped in reverse.
 pub const COMPONENTS: &[Component] = &[
+    Component {
+        name: "etcd",
+        binary: "etcd",
+        required: true,
+        package: Some("etcd-server"),
+        enabled: |c| c.datastore() == Datastore::Embedded,
+        build: etcd,
+    },
     Component {
         name: "datastore",
         binary: "k3rs-datastore",
@@ -134,7 +144,18 @@ pub fn plan(config: &ServerConfig, boot: &Bootstrap) -> Result<Vec<DaemonSpec>, 
             continue;
         }
         let found = match c.package {
-            Some(package) => Some(crate::node::system_binary(c.binary, package)?),
+            Some(package) => Some(crate::node::system_binary(c.binary, package).map_err(
+                |e| match e {
+                    ComponentError::MissingPackage {
+                        binary, package, ..
+                    } if c.name == "etcd" => ComponentError::MissingPackage {
+                        binary,
+                        package,
+                        without: "without --cluster-init / --server",
+                    },
+                    e => e,
+                },
+            )?),
             None => find_binary(c.binary, config.bin_dir.as_deref()),
         };
         let Some(program) = found else {
@@ -279,12 +300,29 @@ pub(crate) fn own_env_vars() -> Vec<String> {
 pub(crate) fn env_vars_of(keys: &[String]) -> Vec<String> {
     keys.iter()
         .map(|k| format!("K3RS_{}", k.replace('-', "_").to_uppercase()))
-        .chain(["K3RS_CONFIG".to_string()])
+        // `--server` reads K3RS_URL, as K3s's does.
+        .chain(["K3RS_CONFIG".to_string(), "K3RS_URL".to_string()])
         .collect()
 }
 
 fn invalid(component: &'static str, message: String) -> ComponentError {
     ComponentError::Invalid { component, message }
+}
+
+fn etcd(ctx: &Context) -> Result<DaemonSpec, ComponentError> {
+    let member = ctx.boot.etcd.as_ref().ok_or_else(|| {
+        invalid(
+            "etcd",
+            "the embedded etcd member was not prepared (internal error)".into(),
+        )
+    })?;
+    let paths = crate::etcd::EtcdPaths::new(ctx.config);
+    Ok(crate::etcd::spec(
+        ctx.config,
+        &paths,
+        member,
+        ctx.program.clone(),
+    ))
 }
 
 fn datastore(ctx: &Context) -> Result<DaemonSpec, ComponentError> {
@@ -296,7 +334,7 @@ fn datastore(ctx: &Context) -> Result<DaemonSpec, ComponentError> {
     let metrics = SocketAddr::new(listen.ip(), listen.port().saturating_add(2));
     let endpoint = match c.datastore() {
         Datastore::Shim(e) => e,
-        Datastore::Etcd(_) => String::new(),
+        Datastore::Etcd(_) | Datastore::Embedded => String::new(),
     };
     let args = common(c)
         .set("data-dir", c.data_dir.display())
@@ -321,6 +359,7 @@ fn datastore(ctx: &Context) -> Result<DaemonSpec, ComponentError> {
 pub fn etcd_servers(config: &ServerConfig) -> Result<String, ComponentError> {
     Ok(match config.datastore() {
         Datastore::Etcd(urls) => urls.join(","),
+        Datastore::Embedded => crate::etcd::local_client_url(config),
         Datastore::Shim(_) => {
             let listen = config
                 .datastore_listen()
@@ -358,8 +397,23 @@ fn apiserver(ctx: &Context) -> Result<DaemonSpec, ComponentError> {
                 .join(format!("{}.key", k3rs_common::pki::layout::SERVER_CA))
                 .display(),
         )
-        .set("join-token-file", paths.token.display())
-        .with_overrides(&c.kube_apiserver_arg);
+        .set("join-token-file", paths.token.display());
+    let args = if c.datastore() == Datastore::Embedded {
+        let (ca, cert, key) = crate::etcd::EtcdPaths::new(c).client_files();
+        args.set("etcd-cafile", ca.display())
+            .set("etcd-certfile", cert.display())
+            .set("etcd-keyfile", key.display())
+            .set(
+                "server-bootstrap-file",
+                paths
+                    .cred
+                    .join(crate::server_bootstrap::FILE_NAME)
+                    .display(),
+            )
+    } else {
+        args
+    }
+    .with_overrides(&c.kube_apiserver_arg);
     let port = match args.get("secure-port") {
         Some(p) => p
             .parse::<u16>()
@@ -404,7 +458,13 @@ fn controller_manager(ctx: &Context) -> Result<DaemonSpec, ComponentError> {
         // DESIGN §3: health on 10257.
         .set("secure-port", 10257)
         .with_overrides(&ctx.config.kube_controller_manager_arg);
-    let health = Health::standard(Endpoint::Http(health_addr("controller-manager", &args)?));
+    let mut health = Health::standard(Endpoint::Http(health_addr("controller-manager", &args)?));
+    // With several servers only one controller manager leads, and a standby
+    // reports not-ready until it does: a joining server must not wait for
+    // the lease, only for the process to be up.
+    if ctx.config.datastore() == Datastore::Embedded {
+        health.ready_path = health.live_path;
+    }
     Ok(finish(ctx, "controller-manager", &args, health))
 }
 
@@ -493,7 +553,8 @@ mod tests {
             "https://10.0.0.1:2379,https://10.0.0.2:2379",
         ])
         .unwrap();
-        assert!(!(COMPONENTS[0].enabled)(&c));
+        let datastore = COMPONENTS.iter().find(|c| c.name == "datastore").unwrap();
+        assert!(!(datastore.enabled)(&c));
         assert_eq!(
             etcd_servers(&c).unwrap(),
             "https://10.0.0.1:2379,https://10.0.0.2:2379"
@@ -505,7 +566,7 @@ mod tests {
             "127.0.0.1:12379",
         ])
         .unwrap();
-        assert!((COMPONENTS[0].enabled)(&c));
+        assert!((datastore.enabled)(&c));
         assert_eq!(etcd_servers(&c).unwrap(), "http://127.0.0.1:12379");
     }
 

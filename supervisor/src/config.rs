@@ -114,6 +114,27 @@ pub struct ServerFlags {
     #[arg(long, short = 't', env = "K3RS_TOKEN", hide_env_values = true)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub token: Option<String>,
+    /// Run an embedded etcd member (the Debian `etcd`) instead of the SQLite
+    /// datastore: the first server of a highly available cluster.
+    #[arg(long, env = "K3RS_CLUSTER_INIT", value_parser = BoolishValueParser::new())]
+    pub cluster_init: bool,
+    /// Join the embedded-etcd cluster of this server (https://<server>:6443)
+    /// as a further server; needs its --token.
+    #[arg(long, short = 's', env = "K3RS_URL")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub server: Option<String>,
+    /// Embedded etcd: client port (loopback and the advertised address).
+    #[arg(long, env = "K3RS_ETCD_CLIENT_PORT", default_value_t = 2379)]
+    pub etcd_client_port: u16,
+    /// Embedded etcd: peer port, reached by the other servers.
+    #[arg(long, env = "K3RS_ETCD_PEER_PORT", default_value_t = 2380)]
+    pub etcd_peer_port: u16,
+    /// Embedded etcd: loopback HTTP port of /health and /metrics.
+    #[arg(long, env = "K3RS_ETCD_METRICS_PORT", default_value_t = 2381)]
+    pub etcd_metrics_port: u16,
+    /// Extra embedded etcd flag, key=value (repeatable).
+    #[arg(long, env = "K3RS_ETCD_ARG", value_name = "KEY=VALUE")]
+    pub etcd_arg: Vec<String>,
     /// HTTPS port of the API server.
     #[arg(long, env = "K3RS_HTTPS_LISTEN_PORT", default_value_t = 6443)]
     pub https_listen_port: u16,
@@ -309,6 +330,14 @@ pub struct ServerConfig {
     pub datastore_listen_address: String,
     #[serde(default)]
     pub token: Option<String>,
+    pub cluster_init: bool,
+    #[serde(default)]
+    pub server: Option<String>,
+    pub etcd_client_port: u16,
+    pub etcd_peer_port: u16,
+    pub etcd_metrics_port: u16,
+    #[serde(default, deserialize_with = "one_or_many")]
+    pub etcd_arg: Vec<String>,
     pub https_listen_port: u16,
     #[serde(default)]
     pub bind_address: Option<IpAddr>,
@@ -410,6 +439,8 @@ pub enum Datastore {
     Shim(String),
     /// A real etcd: the API server talks to these URLs directly.
     Etcd(Vec<String>),
+    /// An etcd member k3rs runs (`--cluster-init`, or `--server` to join).
+    Embedded,
 }
 
 impl ServerConfig {
@@ -419,7 +450,9 @@ impl ServerConfig {
 
     pub fn datastore(&self) -> Datastore {
         let e = self.datastore_endpoint.trim();
-        if e.starts_with("http://") || e.starts_with("https://") {
+        if self.cluster_init || self.server.is_some() {
+            Datastore::Embedded
+        } else if e.starts_with("http://") || e.starts_with("https://") {
             Datastore::Etcd(
                 e.split(',')
                     .map(|s| s.trim().to_string())
@@ -841,6 +874,9 @@ fn validate(c: &ServerConfig, figment: &Figment) -> Result<(), ConfigError> {
     if c.https_listen_port == 0 {
         return Err(bad("https-listen-port", "0 is not a port".into()));
     }
+    if c.cluster_init || c.server.is_some() {
+        validate_embedded_etcd(c, &bad)?;
+    }
     for key in ["service-cidr", "cluster-cidr"] {
         let v = if key == "service-cidr" {
             &c.service_cidr
@@ -863,12 +899,72 @@ fn validate(c: &ServerConfig, figment: &Figment) -> Result<(), ConfigError> {
         ),
         ("kubelet-arg", &c.node.kubelet_arg),
         ("datastore-arg", &c.datastore_arg),
+        ("etcd-arg", &c.etcd_arg),
     ] {
         if let Some(a) = list.iter().find(|a| a.trim_start_matches('-').is_empty()) {
             return Err(bad(
                 key,
                 format!("{a:?} names no flag (expected key=value)"),
             ));
+        }
+    }
+    Ok(())
+}
+
+/// `--cluster-init` / `--server`: an embedded etcd member replaces the
+/// datastore, so the datastore flags cannot apply.
+fn validate_embedded_etcd(
+    c: &ServerConfig,
+    bad: &dyn Fn(&str, String) -> ConfigError,
+) -> Result<(), ConfigError> {
+    if !c.datastore_endpoint.trim().is_empty() {
+        let key = if c.cluster_init {
+            "cluster-init"
+        } else {
+            "server"
+        };
+        return Err(bad(
+            key,
+            format!(
+                "--{key} runs an embedded etcd member, which cannot be combined with \
+                 --datastore-endpoint {:?}",
+                c.datastore_endpoint
+            ),
+        ));
+    }
+    if let Some(url) = &c.server {
+        if c.cluster_init {
+            return Err(bad(
+                "server",
+                "--cluster-init starts a new cluster and --server joins one: give only one".into(),
+            ));
+        }
+        if !url.trim().starts_with("https://") {
+            return Err(bad(
+                "server",
+                format!("{url:?} is not an https:// URL like https://server:6443"),
+            ));
+        }
+        if c.token.as_deref().is_none_or(|t| t.trim().is_empty()) {
+            return Err(bad(
+                "token",
+                "--server needs --token: the first server's token \
+                 (<data-dir>/server/token there)"
+                    .into(),
+            ));
+        }
+    }
+    let ports = [
+        ("etcd-client-port", c.etcd_client_port),
+        ("etcd-peer-port", c.etcd_peer_port),
+        ("etcd-metrics-port", c.etcd_metrics_port),
+    ];
+    for (i, (key, port)) in ports.iter().enumerate() {
+        if *port == 0 {
+            return Err(bad(key, "0 is not a port".into()));
+        }
+        if let Some((other, _)) = ports[..i].iter().find(|(_, p)| p == port) {
+            return Err(bad(key, format!("{port} is also --{other}")));
         }
     }
     Ok(())
@@ -1087,6 +1183,53 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(e.contains("https-listen-port"), "{e}");
+    }
+
+    #[test]
+    fn embedded_etcd_flags_are_checked() {
+        let _l = lock();
+        let dir = tempfile::tempdir().unwrap();
+        write(dir.path(), "config.yaml", "");
+        let c = load_with(dir.path(), &["--cluster-init"]).unwrap();
+        assert_eq!(c.datastore(), Datastore::Embedded);
+        assert_eq!(
+            (c.etcd_client_port, c.etcd_peer_port, c.etcd_metrics_port),
+            (2379, 2380, 2381)
+        );
+        let c = load_with(
+            dir.path(),
+            &["--server", "https://10.0.0.1:6443", "--token", "abc"],
+        )
+        .unwrap();
+        assert_eq!(c.datastore(), Datastore::Embedded);
+        for (args, needle) in [
+            (
+                vec!["--cluster-init", "--datastore-endpoint", "postgres://x"],
+                "cannot be combined",
+            ),
+            (vec!["--server", "https://10.0.0.1:6443"], "needs --token"),
+            (
+                vec!["--server", "http://10.0.0.1:6443", "--token", "t"],
+                "https://",
+            ),
+            (
+                vec![
+                    "--cluster-init",
+                    "--server",
+                    "https://10.0.0.1:6443",
+                    "--token",
+                    "t",
+                ],
+                "give only one",
+            ),
+            (
+                vec!["--cluster-init", "--etcd-peer-port", "2379"],
+                "also --etcd-client-port",
+            ),
+        ] {
+            let e = load_with(dir.path(), &args).unwrap_err().to_string();
+            assert!(e.contains(needle), "{args:?}: {e}");
+        }
     }
 
     #[test]

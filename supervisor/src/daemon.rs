@@ -66,6 +66,9 @@ pub struct Running {
     child: Child,
     pid: u32,
     forwarders: Vec<JoinHandle<()>>,
+    /// The last non-empty line the child printed: a daemon that gives up
+    /// says why in it.
+    last_line: Arc<Mutex<String>>,
 }
 
 impl Running {
@@ -111,22 +114,30 @@ impl Running {
         })?;
         let pid = child.id().unwrap_or(0);
         let out = Output::open(spec.name, sink)?;
+        let last_line = Arc::new(Mutex::new(String::new()));
         let mut forwarders = Vec::new();
         if let Some(s) = child.stdout.take() {
-            forwarders.push(tokio::spawn(forward(s, out.clone())));
+            forwarders.push(tokio::spawn(forward(s, out.clone(), last_line.clone())));
         }
         if let Some(s) = child.stderr.take() {
-            forwarders.push(tokio::spawn(forward(s, out)));
+            forwarders.push(tokio::spawn(forward(s, out, last_line.clone())));
         }
         Ok(Self {
             child,
             pid,
             forwarders,
+            last_line,
         })
     }
 
     pub fn pid(&self) -> u32 {
         self.pid
+    }
+
+    /// The last line the child printed (after `drain_output` for a dead child).
+    pub fn last_line(&self) -> Option<String> {
+        let l = self.last_line.lock().unwrap_or_else(|p| p.into_inner());
+        (!l.is_empty()).then(|| l.clone())
     }
 
     /// Waits for the child to exit.
@@ -279,7 +290,7 @@ pub fn tag_line(name: &str, format: LogFormat, line: &str) -> String {
     }
 }
 
-async fn forward(stream: impl AsyncRead + Unpin, out: Output) {
+async fn forward(stream: impl AsyncRead + Unpin, out: Output, last: Arc<Mutex<String>>) {
     let mut reader = BufReader::new(stream);
     let mut buf = Vec::new();
     loop {
@@ -288,7 +299,11 @@ async fn forward(stream: impl AsyncRead + Unpin, out: Output) {
             Ok(0) | Err(_) => return,
             Ok(_) => {
                 let line = String::from_utf8_lossy(&buf);
-                out.write_line(line.trim_end_matches(['\n', '\r']));
+                let line = line.trim_end_matches(['\n', '\r']);
+                if !line.trim().is_empty() {
+                    *last.lock().unwrap_or_else(|p| p.into_inner()) = line.to_string();
+                }
+                out.write_line(line);
             }
         }
     }
@@ -336,6 +351,7 @@ mod tests {
         let status = r.wait().await.unwrap();
         r.drain_output().await;
         assert_eq!(describe_exit(&status), "exit code 3");
+        assert_eq!(r.last_line().as_deref(), Some("err"));
         let log = std::fs::read_to_string(dir.path().join("test.log")).unwrap();
         assert!(log.contains("out\n") && log.contains("err\n"), "{log}");
     }

@@ -7,6 +7,9 @@
 //! `probe`), and stopping them in reverse order on SIGTERM/SIGINT (`server`).
 //! `manifests` applies the auto-deploy manifests once the API server is up.
 //! `cli` is the `k3rs` command line; `check` is `k3rs check-config`.
+//! `etcd` runs the embedded etcd member of `--cluster-init`/`--server`
+//! servers; `server_bootstrap` is what such servers share and how a
+//! further server fetches it.
 
 pub mod agent;
 pub mod bootstrap;
@@ -15,11 +18,13 @@ pub mod cli;
 pub mod components;
 pub mod config;
 pub mod daemon;
+pub mod etcd;
 pub mod manifests;
 pub mod node;
 pub mod probe;
 pub mod registries;
 pub mod server;
+pub mod server_bootstrap;
 pub mod snapshot;
 pub mod supervise;
 pub mod token;
@@ -66,6 +71,15 @@ impl Error {
                 | bootstrap::BootstrapError::TokenForOtherCa { .. }
                 | bootstrap::BootstrapError::TokenChanged { .. },
             )) => 2,
+            Error::Server(server::ServerError::Join {
+                source:
+                    server_bootstrap::ServerJoinError::BadToken(_)
+                    | server_bootstrap::ServerJoinError::BadServer(_)
+                    | server_bootstrap::ServerJoinError::CaMismatch { .. }
+                    | server_bootstrap::ServerJoinError::Refused { .. }
+                    | server_bootstrap::ServerJoinError::OtherCluster { .. },
+                ..
+            }) => 2,
             _ => 1,
         }
     }

@@ -156,20 +156,23 @@ fn invalid(component: &'static str, message: String) -> ComponentError {
 
 /// A program from a Debian package, on PATH or in the usual system dirs.
 pub fn system_binary(name: &'static str, package: &'static str) -> Result<PathBuf, ComponentError> {
+    find_system_program(name).ok_or(ComponentError::MissingPackage {
+        binary: name,
+        package,
+        without: "with --disable-agent",
+    })
+}
+
+/// `name` on PATH or in the system dirs (where Debian packages put it).
+pub fn find_system_program(name: &str) -> Option<PathBuf> {
     use std::os::unix::fs::PermissionsExt;
     let mut dirs: Vec<PathBuf> = std::env::var_os("PATH")
         .map(|p| std::env::split_paths(&p).collect())
         .unwrap_or_default();
     dirs.extend(["/usr/sbin", "/usr/bin", "/sbin", "/bin"].map(PathBuf::from));
-    dirs.into_iter()
-        .map(|d| d.join(name))
-        .find(|p| {
-            std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-        })
-        .ok_or(ComponentError::MissingPackage {
-            binary: name,
-            package,
-        })
+    dirs.into_iter().map(|d| d.join(name)).find(|p| {
+        std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+    })
 }
 
 /// containerd's `config.toml` for this node, with the registry section
@@ -239,6 +242,7 @@ pub fn containerd_spec(s: &NodeSettings) -> Result<Option<DaemonSpec>, Component
         return Err(ComponentError::MissingPackage {
             binary: "bridge (CNI plugin)",
             package: "containernetworking-plugins",
+            without: "with --disable-agent",
         });
     }
     let dir = s.containerd_dir();

@@ -19,6 +19,14 @@ pub enum ServerError {
     Component(#[from] ComponentError),
     #[error(transparent)]
     Supervise(#[from] SuperviseError),
+    #[error(transparent)]
+    Etcd(#[from] crate::etcd::EtcdError),
+    #[error("joining {server}: {source}")]
+    Join {
+        server: String,
+        #[source]
+        source: crate::server_bootstrap::ServerJoinError,
+    },
 }
 
 /// The line printed once every daemon is ready (tests wait for it).
@@ -33,7 +41,10 @@ pub async fn run(
 ) -> Result<(), ServerError> {
     let started = Instant::now();
     tokio::pin!(shutdown);
-    let boot = bootstrap::prepare(&config)?;
+    let boot = tokio::select! {
+        b = prepare(&config) => b?,
+        _ = shutdown.as_mut() => return Ok(()),
+    };
     tracing::info!(
         data_dir = %config.data_dir.display(),
         config = %config.config_file.display(),
@@ -65,6 +76,45 @@ pub async fn run(
     supervisor.stop_all().await;
     tracing::info!("all daemons stopped");
     Ok(())
+}
+
+/// How long a joining server waits for the server it joins to answer.
+const JOIN_PATIENCE: std::time::Duration = std::time::Duration::from_secs(300);
+
+/// The data dir, PKI, tokens and kubeconfig (`bootstrap::prepare`); with an
+/// embedded etcd also the etcd PKI and member, after fetching the shared
+/// CA material from `--server` when this server joins a cluster.
+pub async fn prepare(config: &ServerConfig) -> Result<bootstrap::Bootstrap, ServerError> {
+    if config.datastore() != crate::config::Datastore::Embedded {
+        return Ok(bootstrap::prepare(config)?);
+    }
+    let etcd_paths = crate::etcd::EtcdPaths::new(config);
+    let join_err = |source| ServerError::Join {
+        server: config.server.clone().unwrap_or_default(),
+        source,
+    };
+    // Joining: the CAs (and where etcd answers) come from the first server.
+    // A server whose member exists has them and needs nobody to restart.
+    let join_urls = match &config.server {
+        Some(server) if !etcd_paths.has_member() => {
+            let token = config.token.as_deref().unwrap_or_default();
+            tracing::info!(%server, "joining: fetching the cluster's CA material");
+            let bundle = crate::server_bootstrap::fetch(server, token, JOIN_PATIENCE)
+                .await
+                .map_err(join_err)?;
+            let tls = config.server_dir().join("tls");
+            crate::server_bootstrap::install(&bundle, &tls, server).map_err(join_err)?;
+            Some(bundle.etcd_client_urls)
+        }
+        _ => None,
+    };
+    let mut boot = bootstrap::prepare(config)?;
+    crate::etcd::ensure_pki(config, &etcd_paths)?;
+    let member = crate::etcd::prepare(config, &etcd_paths, join_urls.as_deref()).await?;
+    crate::server_bootstrap::write(&boot.paths.tls, &boot.paths.cred, &member.client_url)?;
+    tracing::info!(member = %member.name, state = ?member.state, cluster = %member.initial_cluster, "etcd member");
+    boot.etcd = Some(member);
+    Ok(boot)
 }
 
 /// How `start_all` ended.

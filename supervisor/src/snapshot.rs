@@ -44,6 +44,7 @@ pub fn snapshot_dir(config: &ServerConfig, dir: Option<&Path>) -> PathBuf {
 fn endpoints(config: &ServerConfig) -> Result<Vec<String>, SnapshotError> {
     Ok(match config.datastore() {
         Datastore::Etcd(urls) => urls,
+        Datastore::Embedded => vec![crate::etcd::local_client_url(config)],
         Datastore::Shim(_) => {
             let listen = config
                 .datastore_listen()
@@ -77,15 +78,22 @@ pub async fn save(
     let dir = snapshot_dir(config, dir);
     std::fs::create_dir_all(&dir).map_err(io(&dir))?;
     let urls = endpoints(config)?;
-    let opts = etcd_client::ConnectOptions::new()
-        .with_connect_timeout(Duration::from_secs(5))
-        .with_timeout(Duration::from_secs(300));
-    let client = etcd_client::Client::connect(&urls, Some(opts))
-        .await
-        .map_err(|source| SnapshotError::Connect {
-            endpoint: urls.join(","),
-            source,
-        })?;
+    let client = if config.datastore() == Datastore::Embedded {
+        // The embedded member takes clients with the etcd client certificate.
+        crate::etcd::client(&crate::etcd::EtcdPaths::new(config), &urls)
+            .await
+            .map_err(|e| SnapshotError::Refused(e.to_string()))?
+    } else {
+        let opts = etcd_client::ConnectOptions::new()
+            .with_connect_timeout(Duration::from_secs(5))
+            .with_timeout(Duration::from_secs(300));
+        etcd_client::Client::connect(&urls, Some(opts))
+            .await
+            .map_err(|source| SnapshotError::Connect {
+                endpoint: urls.join(","),
+                source,
+            })?
+    };
     let target = dir.join(file_name(name, SystemTime::now()));
     let partial = target.with_extension("part");
     let result = async {
@@ -230,6 +238,13 @@ pub fn restore(config: &ServerConfig, file: &Path) -> Result<PathBuf, SnapshotEr
             return Err(SnapshotError::Refused(
                 "the datastore is an external etcd: restore with `etcdctl snapshot restore` \
                  on its members"
+                    .into(),
+            ));
+        }
+        Datastore::Embedded => {
+            return Err(SnapshotError::Refused(
+                "the datastore is the embedded etcd: restore with `etcdctl snapshot restore` \
+                 into <data-dir>/server/db/etcd on every server (servers stopped)"
                     .into(),
             ));
         }

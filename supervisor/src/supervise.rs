@@ -57,10 +57,14 @@ impl Default for Options {
 
 #[derive(Debug, thiserror::Error)]
 pub enum SuperviseError {
-    #[error(
-        "{name} rejected its configuration ({status}) before it ever became ready; see its log above"
-    )]
-    RejectedConfig { name: &'static str, status: String },
+    /// It exited 2 (bad configuration, or a refused join) before it was
+    /// ever ready; `reason` is its last line.
+    #[error("{name} cannot run with this configuration ({status}): {reason}")]
+    RejectedConfig {
+        name: &'static str,
+        status: String,
+        reason: String,
+    },
     #[error("{name} stopped being supervised")]
     Lost { name: &'static str },
 }
@@ -153,7 +157,8 @@ pub enum State {
     },
     Restarting,
     /// It cannot run with this configuration; the supervisor gives up.
-    Failed(String),
+    /// (exit status, the daemon's last line)
+    Failed(String, String),
     Stopped,
 }
 
@@ -201,12 +206,16 @@ impl Supervisor {
             task,
         });
         let state = state_rx
-            .wait_for(|s| matches!(s, State::Ready { .. } | State::Failed(_) | State::Stopped))
+            .wait_for(|s| matches!(s, State::Ready { .. } | State::Failed(..) | State::Stopped))
             .await
             .map(|s| s.clone())
             .map_err(|_| SuperviseError::Lost { name })?;
         match state {
-            State::Failed(status) => Err(SuperviseError::RejectedConfig { name, status }),
+            State::Failed(status, reason) => Err(SuperviseError::RejectedConfig {
+                name,
+                status,
+                reason,
+            }),
             State::Stopped => Err(SuperviseError::Lost { name }),
             _ => Ok(()),
         }
@@ -257,6 +266,7 @@ async fn supervise(
     let mut tracker = RestartTracker::new(&opts);
     let mut ever_ready = false;
     loop {
+        let mut last_line = None;
         let outcome = match Running::spawn(&spec, &sink) {
             Ok(mut child) => {
                 tracing::info!(daemon = name, pid = child.pid(), program = %spec.program.display(), "started");
@@ -283,6 +293,7 @@ async fn supervise(
                     }
                     Outcome::Restart(_) => child.drain_output().await,
                 }
+                last_line = child.last_line();
                 outcome
             }
             Err(e) => Outcome::Restart(Cause::SpawnFailed(e.to_string())),
@@ -293,7 +304,9 @@ async fn supervise(
         // Exit code 2 is how every k3rs daemon says "bad flags": restarting
         // cannot help, and the user needs to hear it now, not in a loop.
         if !ever_ready && cause == Cause::Exited("exit code 2".into()) {
-            let _ = state.send(State::Failed("exit code 2".into()));
+            let reason = last_line.unwrap_or_else(|| "see its log above".into());
+            tracing::error!(daemon = name, %reason, "{name} cannot run with this configuration; not restarting it");
+            let _ = state.send(State::Failed("exit code 2".into(), reason));
             return;
         }
         let _ = state.send(State::Restarting);
@@ -491,6 +504,8 @@ mod tests {
         s.stop_all().await;
         let log = std::fs::read_to_string(dir.path().join("bad.log")).unwrap();
         assert!(log.contains("bad flag"));
+        // The error carries the daemon's own explanation.
+        assert!(r.unwrap_err().to_string().contains("bad flag"));
     }
 
     /// A shell that serves a TCP port through a child process we can kill:

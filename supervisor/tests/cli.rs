@@ -185,6 +185,80 @@ fn check_config_reports_and_certificate_rotate_keeps_the_ca() {
     assert_eq!(text(&out.stdout), token);
 }
 
+/// A free loopback port.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[test]
+fn check_config_passes_here_and_names_the_fix_for_missing_cni_plugins() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("config.yaml");
+    std::fs::write(&cfg, "").unwrap();
+    let (https, etcd) = (free_port().to_string(), free_port());
+    let listen = format!("127.0.0.1:{etcd}");
+    let data = dir.path().join("data").display().to_string();
+    let cfg_s = cfg.display().to_string();
+    let base = vec![
+        "check-config",
+        "--config",
+        &cfg_s,
+        "--data-dir",
+        &data,
+        "--https-listen-port",
+        &https,
+        "--datastore-listen-address",
+        &listen,
+    ];
+    let out = k3rs(&base, &[]);
+    let report = text(&out.stdout);
+    assert!(out.status.success(), "{report}");
+    for item in [
+        "kernel",
+        "cgroups",
+        "overlay filesystem",
+        "bridge netfilter",
+        "binary containerd",
+        "binary runc",
+        "binary nft or iptables",
+        "CNI plugins",
+    ] {
+        let line = report
+            .lines()
+            .find(|l| l.contains(item))
+            .unwrap_or_else(|| panic!("{item} missing:\n{report}"));
+        assert!(line.starts_with("ok "), "{line}");
+    }
+    assert!(report.contains("k3rs server can run here."), "{report}");
+
+    let empty = dir.path().join("no-plugins");
+    std::fs::create_dir_all(&empty).unwrap();
+    let arg = format!("cni-bin-dir={}", empty.display());
+    let mut args = base.clone();
+    args.extend(["--kubelet-arg", &arg]);
+    let out = k3rs(&args, &[]);
+    let report = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{report}");
+    let line = report
+        .lines()
+        .find(|l| l.contains("CNI plugins"))
+        .unwrap_or_default();
+    assert!(
+        line.starts_with("FAIL")
+            && line.contains("bridge")
+            && line.contains("fix: apt-get install containernetworking-plugins"),
+        "{report}"
+    );
+    // Without a node to run, the same is only a note.
+    args.push("--disable-agent");
+    let out = k3rs(&args, &[]);
+    assert!(out.status.success(), "{}", text(&out.stdout));
+}
+
 #[test]
 fn completion_scripts_cover_the_subcommands() {
     for shell in ["bash", "zsh"] {

@@ -19,26 +19,34 @@ fn k3rs() -> PathBuf {
 
 /// Runs install.sh into `<dir>/root` with the built `k3rs` as the only artifact.
 fn install(dir: &Path, units: &str) -> PathBuf {
-    let art = dir.join("art");
-    std::fs::create_dir_all(&art).unwrap();
-    std::fs::copy(k3rs(), art.join("k3rs")).unwrap();
     let root = dir.join("root");
-    let out = Command::new("sh")
-        .arg(repo().join("deploy/install.sh"))
-        .env("INSTALL_K3RS_ROOT", &root)
-        .env("INSTALL_K3RS_ARTIFACT_DIR", &art)
-        .env("INSTALL_K3RS_SKIP_DOWNLOAD", "true")
-        .env("INSTALL_K3RS_SKIP_DEPS", "true")
-        .env("INSTALL_K3RS_UNITS", units)
-        .env_remove("K3RS_URL")
-        .output()
-        .unwrap();
+    let out = run_install(dir, units, &[]);
     assert!(
         out.status.success(),
         "install.sh failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
     root
+}
+
+/// install.sh into `<dir>/root` with `env` (K3RS_URL, K3RS_TOKEN) set.
+fn run_install(dir: &Path, units: &str, env: &[(&str, &str)]) -> std::process::Output {
+    let art = dir.join("art");
+    std::fs::create_dir_all(&art).unwrap();
+    std::fs::copy(k3rs(), art.join("k3rs")).unwrap();
+    let mut cmd = Command::new("sh");
+    cmd.arg(repo().join("deploy/install.sh"))
+        .env("INSTALL_K3RS_ROOT", dir.join("root"))
+        .env("INSTALL_K3RS_ARTIFACT_DIR", &art)
+        .env("INSTALL_K3RS_SKIP_DOWNLOAD", "true")
+        .env("INSTALL_K3RS_SKIP_DEPS", "true")
+        .env("INSTALL_K3RS_UNITS", units)
+        .env_remove("K3RS_URL")
+        .env_remove("K3RS_TOKEN");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.output().unwrap()
 }
 
 /// `systemd-analyze verify` on the written units, their binary paths pointed
@@ -50,6 +58,11 @@ fn verify_units(root: &Path, dir: &Path) -> Vec<String> {
     let mut names = Vec::new();
     for e in std::fs::read_dir(&written).unwrap() {
         let e = e.unwrap();
+        let name = e.file_name().to_string_lossy().into_owned();
+        // Only units; the agent's environment file sits beside them.
+        if !(name.ends_with(".service") || name.ends_with(".target")) {
+            continue;
+        }
         let text = std::fs::read_to_string(e.path()).unwrap();
         let bin = root.join("usr/local/bin/");
         let text = text.replace("/usr/local/bin/", &bin.display().to_string());
@@ -152,6 +165,81 @@ fn install_refuses_bad_settings_with_exit_2() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("INSTALL_K3RS_UNITS"));
 }
 
+#[test]
+fn agent_mode_installs_the_agent_unit_with_a_private_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = "https://10.0.0.1:6443";
+    let token = format!("K10{}::server:s3cret", "a".repeat(64));
+    let env = [("K3RS_URL", url), ("K3RS_TOKEN", token.as_str())];
+
+    // k3rs-node-agent is what an agent runs: without it, a clear refusal.
+    let out = run_install(dir.path(), "single", &env);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("k3rs-node-agent"));
+
+    // (install.sh only copies it; a stand-in is enough here.)
+    let art = dir.path().join("art");
+    std::fs::write(art.join("k3rs-node-agent"), "#!/bin/sh\n").unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(
+        art.join("k3rs-node-agent"),
+        std::fs::Permissions::from_mode(0o755),
+    )
+    .unwrap();
+    let out = run_install(dir.path(), "single", &env);
+    assert!(
+        out.status.success(),
+        "install.sh failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let root = dir.path().join("root");
+    let units = root.join("etc/systemd/system");
+    let unit = std::fs::read_to_string(units.join("k3rs-agent.service")).unwrap();
+    assert!(
+        unit.contains("ExecStart=/usr/local/bin/k3rs agent"),
+        "{unit}"
+    );
+    assert!(unit.contains("EnvironmentFile=-/etc/systemd/system/k3rs-agent.service.env"));
+    assert!(!units.join("k3rs.service").exists(), "no server unit");
+    let env_file = units.join("k3rs-agent.service.env");
+    let mode = std::fs::metadata(&env_file).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600);
+    assert_eq!(
+        std::fs::read_to_string(&env_file).unwrap(),
+        format!("K3RS_URL={url}\nK3RS_TOKEN={token}\n")
+    );
+    assert!(root.join("usr/local/bin/k3rs-node-agent").is_file());
+    assert!(
+        !root.join("etc/k3rs/config.yaml").exists(),
+        "no server config on an agent"
+    );
+    assert_eq!(verify_units(&root, dir.path()), ["k3rs-agent.service"]);
+
+    let out = Command::new("sh")
+        .arg(root.join("usr/local/bin/k3rs-uninstall.sh"))
+        .env("K3RS_UNINSTALL_ROOT", &root)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let left = walk(&root);
+    assert!(left.is_empty(), "left behind: {left:?}");
+
+    // Bad agent settings: exit 2 naming the variable.
+    for (bad, needle) in [
+        (vec![("K3RS_URL", url)], "K3RS_TOKEN"),
+        (
+            vec![("K3RS_URL", "http://10.0.0.1:6443"), ("K3RS_TOKEN", "t")],
+            "K3RS_URL",
+        ),
+    ] {
+        let out = run_install(dir.path(), "single", &bad);
+        assert_eq!(out.status.code(), Some(2), "{bad:?}");
+        assert!(String::from_utf8_lossy(&out.stderr).contains(needle));
+    }
+    let out = run_install(dir.path(), "split", &env);
+    assert_eq!(out.status.code(), Some(2));
+}
+
 fn walk(dir: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();
     let Ok(entries) = std::fs::read_dir(dir) else {
@@ -171,13 +259,13 @@ fn walk(dir: &Path) -> Vec<PathBuf> {
 #[test]
 fn daemon_subcommand_runs_one_daemon_with_the_server_flags() {
     let out = Command::new(k3rs())
-        .args(["daemon", "etcd"])
+        .args(["daemon", "kube-proxy"])
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
-        err.contains("unknown daemon \"etcd\"") && err.contains("apiserver"),
+        err.contains("unknown daemon \"kube-proxy\"") && err.contains("apiserver"),
         "{err}"
     );
 

@@ -414,6 +414,62 @@ impl Drop for K3rsServer {
     }
 }
 
+/// Runs `k3rs-node-agent` to join only (it fails before reaching the CRI
+/// when the server refuses); returns (exit code, stderr).
+pub fn node_agent_join(
+    server: &K3rsServer,
+    root: &Path,
+    token: &str,
+    node: &str,
+    password_file: &Path,
+) -> Result<(Option<i32>, String)> {
+    let bin = binaries()?.join("k3rs-node-agent");
+    let mut child = Command::new(bin)
+        .args([
+            "--server",
+            &format!("https://127.0.0.1:{}", server.https_port),
+            "--token",
+            token,
+            "--node-name",
+            node,
+            "--root-dir",
+            &root.display().to_string(),
+            "--node-password-file",
+            &password_file.display().to_string(),
+            "--container-runtime-endpoint",
+            &format!("unix://{}", root.join("none.sock").display()),
+            "--healthz-port",
+            "0",
+            // Side by side with other suites: no fixed kubelet port.
+            "--port",
+            "0",
+            "--bind-address",
+            "127.0.0.1",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()?;
+    // A join that succeeds goes on to wait for the (absent) runtime.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
+        if child.try_wait()?.is_some() {
+            let out = child.wait_with_output()?;
+            return Ok((
+                out.status.code(),
+                String::from_utf8_lossy(&out.stderr).into_owned(),
+            ));
+        }
+        if root.join("kubelet.kubeconfig").exists() {
+            let _ = child.kill();
+            let out = child.wait_with_output()?;
+            return Ok((None, String::from_utf8_lossy(&out.stderr).into_owned()));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let _ = child.kill();
+    bail!("k3rs-node-agent neither joined nor failed in 30s")
+}
+
 /// Spawns `cmd` with its stdout and stderr collected line by line (and
 /// echoed with `tag`, shown when a test fails).
 fn spawn_captured(mut cmd: Command, tag: &'static str) -> Result<(Child, Arc<Mutex<Vec<String>>>)> {

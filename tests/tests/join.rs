@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use k3rs_e2e::containerd::{BUSYBOX_IMAGE, write_busybox_image};
-use k3rs_e2e::supervisor::{K3rsServer, ServerOptions, binaries, is_gone};
+use k3rs_e2e::supervisor::{K3rsServer, ServerOptions, is_gone, node_agent_join};
 
 const SERVER_NODE: &str = "k3rs-join-srv";
 const AGENT_NODE: &str = "k3rs-join-agent";
@@ -68,57 +68,6 @@ fn node_ready(k: &K3rsServer, node: &str, timeout: Duration) -> Result<()> {
         |t| t.trim() == "True",
     )
     .map(drop)
-}
-
-/// Runs `k3rs-node-agent` to join only (it fails before reaching the CRI
-/// when the server refuses); returns (exit code, stderr).
-fn node_agent_join(
-    server: &K3rsServer,
-    root: &Path,
-    token: &str,
-    node: &str,
-    password_file: &Path,
-) -> Result<(Option<i32>, String)> {
-    let bin = binaries()?.join("k3rs-node-agent");
-    let mut child = Command::new(bin)
-        .args([
-            "--server",
-            &format!("https://127.0.0.1:{}", server.https_port),
-            "--token",
-            token,
-            "--node-name",
-            node,
-            "--root-dir",
-            &s(root),
-            "--node-password-file",
-            &s(password_file),
-            "--container-runtime-endpoint",
-            &format!("unix://{}", s(&root.join("none.sock"))),
-            "--healthz-port",
-            "0",
-        ])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()?;
-    // A join that succeeds goes on to wait for the (absent) runtime.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while Instant::now() < deadline {
-        if child.try_wait()?.is_some() {
-            let out = child.wait_with_output()?;
-            return Ok((
-                out.status.code(),
-                String::from_utf8_lossy(&out.stderr).into_owned(),
-            ));
-        }
-        if root.join("kubelet.kubeconfig").exists() {
-            let _ = child.kill();
-            let out = child.wait_with_output()?;
-            return Ok((None, String::from_utf8_lossy(&out.stderr).into_owned()));
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    let _ = child.kill();
-    bail!("k3rs-node-agent neither joined nor failed in 30s")
 }
 
 /// Kills what containerd left running for `dir` (shims of pods that were
@@ -334,7 +283,8 @@ fn server_runs_a_node_and_agents_join() -> Result<()> {
         "k3rs-join-other",
         &scratch.join("a-password"),
     )?;
-    assert_eq!(code, Some(1), "{err}");
+    // Exit 2: a refusal no restart can fix (supervisors give up on it).
+    assert_eq!(code, Some(2), "{err}");
     assert!(err.contains("does not match the hash in --token"), "{err}");
 
     eprintln!("join-test: The agent's name with another password is taken.");
@@ -346,11 +296,35 @@ fn server_runs_a_node_and_agents_join() -> Result<()> {
         AGENT_NODE,
         &scratch.join("b-password"),
     )?;
-    assert_eq!(code, Some(1), "{err}");
+    assert_eq!(code, Some(2), "{err}");
     assert!(
         err.contains("is taken") && err.contains("kubectl delete node"),
         "{err}"
     );
+
+    eprintln!("join-test: k3rs agent stops on the refusal instead of restarting forever.");
+    // The same through `k3rs agent` (on the server's containerd, so only the
+    // node agent runs): the supervisor exits 1 with the server's reason.
+    let refused_root = root.join("agent-refused");
+    let mut refused_args = agent_args(&scratch.join("d-password"))?;
+    refused_args.extend([
+        "--container-runtime-endpoint".to_string(),
+        format!("unix://{}", s(&root.join("ctd-server.sock"))),
+    ]);
+    let mut refused = K3rsServer::start_agent(&refused_root, &server, &refused_args)?;
+    let status = refused.wait_exit(Duration::from_secs(60))?;
+    let out = refused.output();
+    assert_eq!(status.code(), Some(1), "{out:?}");
+    let last = out.last().cloned().unwrap_or_default();
+    assert!(
+        last.starts_with("k3rs: ") && last.contains("is taken"),
+        "last line: {last}"
+    );
+    let starts = out
+        .iter()
+        .filter(|l| l.contains("started") && l.contains("k3rs-node-agent"))
+        .count();
+    assert_eq!(starts, 1, "the node agent was restarted: {out:?}");
 
     eprintln!("join-test: Stop the agent (its heartbeat");
     // Stop the agent (its heartbeat would register the Node again), delete
