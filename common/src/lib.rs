@@ -7,6 +7,8 @@ pub mod cli;
 pub mod health;
 pub mod http_proxy;
 #[cfg(feature = "kube")]
+pub mod join_client;
+#[cfg(feature = "kube")]
 pub mod leader_election;
 pub mod logging;
 pub mod node;

@@ -15,7 +15,6 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use base64::Engine;
-use http::Request;
 use k3rs_common::pki::{self, CertKey};
 use k3rs_common::token::{Token, TokenError};
 
@@ -193,7 +192,7 @@ pub async fn join_once(opts: &JoinOptions) -> Result<Joined, JoinError> {
     })
 }
 
-/// One GET; `ca_pem` None skips server verification (only for the CA itself).
+/// One GET through the shared join client, its errors naming `server`.
 async fn get(
     uri: &http::Uri,
     server: &str,
@@ -201,50 +200,15 @@ async fn get(
     path: &str,
     headers: &[(&str, String)],
 ) -> Result<String, JoinError> {
-    let unreachable = |message: String| JoinError::Unreachable {
-        server: server.to_string(),
-        message,
-    };
-    let mut cfg = kube::Config::new(uri.clone());
-    match ca_pem {
-        Some(pem) => {
-            let certs =
-                k3rs_common::tls::certs_from_pem(pem.as_bytes(), "cluster CA").map_err(|e| {
-                    JoinError::BadResponse {
-                        server: server.to_string(),
-                        message: e.to_string(),
-                    }
-                })?;
-            cfg.root_cert = Some(certs.iter().map(|c| c.to_vec()).collect());
-        }
-        None => cfg.accept_invalid_certs = true,
-    }
-    cfg.connect_timeout = Some(Duration::from_secs(10));
-    cfg.read_timeout = Some(Duration::from_secs(30));
-    let client = kube::Client::try_from(cfg).map_err(|e| unreachable(e.to_string()))?;
-    let mut req = Request::get(path);
-    for (k, v) in headers {
-        req = req.header(*k, v);
-    }
-    let req = req.body(Vec::new()).map_err(|e| JoinError::BadResponse {
-        server: server.to_string(),
-        message: e.to_string(),
-    })?;
-    match client.request_text(req).await {
-        Ok(text) => Ok(text),
-        Err(kube::Error::Api(s)) if matches!(s.code, 400 | 401 | 403 | 404) => {
-            let message = match s.code {
-                401 => "the token's secret is wrong (401 Unauthorized)".to_string(),
-                404 => format!("{path} not found: is this a k3rs server?"),
-                _ => s.message.clone(),
-            };
-            Err(JoinError::Refused {
-                server: server.to_string(),
-                message,
-            })
-        }
-        Err(e) => Err(unreachable(e.to_string())),
-    }
+    use k3rs_common::join_client::{FetchError, get};
+    let server = server.to_string();
+    get(uri, ca_pem, path, headers, &[400, 401, 403, 404])
+        .await
+        .map_err(|e| match e {
+            FetchError::Unreachable(message) => JoinError::Unreachable { server, message },
+            FetchError::BadResponse(message) => JoinError::BadResponse { server, message },
+            FetchError::Refused(message) => JoinError::Refused { server, message },
+        })
 }
 
 /// Certificate PEM blocks first, then the key block.

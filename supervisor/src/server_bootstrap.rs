@@ -216,7 +216,7 @@ pub fn install(bundle: &Bundle, tls: &Path, server: &str) -> Result<(), ServerJo
     Ok(())
 }
 
-/// One GET; `ca_pem` None skips server verification (only for the CA itself).
+/// One GET through the shared join client, its errors naming `server`.
 async fn get(
     uri: &http::Uri,
     server: &str,
@@ -224,52 +224,19 @@ async fn get(
     path: &str,
     authorization: Option<String>,
 ) -> Result<String, ServerJoinError> {
-    let unreachable = |message: String| ServerJoinError::Unreachable {
-        server: server.to_string(),
-        message,
-    };
-    let mut cfg = kube::Config::new(uri.clone());
-    match ca_pem {
-        Some(pem) => {
-            let certs =
-                k3rs_common::tls::certs_from_pem(pem.as_bytes(), "cluster CA").map_err(|e| {
-                    ServerJoinError::BadResponse {
-                        server: server.to_string(),
-                        message: e.to_string(),
-                    }
-                })?;
-            cfg.root_cert = Some(certs.iter().map(|c| c.to_vec()).collect());
-        }
-        None => cfg.accept_invalid_certs = true,
-    }
-    cfg.connect_timeout = Some(Duration::from_secs(10));
-    cfg.read_timeout = Some(Duration::from_secs(30));
-    let client = kube::Client::try_from(cfg).map_err(|e| unreachable(e.to_string()))?;
-    let mut req = http::Request::get(path);
-    if let Some(a) = authorization {
-        req = req.header(http::header::AUTHORIZATION, a);
-    }
-    let req = req
-        .body(Vec::new())
-        .map_err(|e| ServerJoinError::BadResponse {
-            server: server.to_string(),
-            message: e.to_string(),
-        })?;
-    match client.request_text(req).await {
-        Ok(text) => Ok(text),
-        Err(kube::Error::Api(s)) if matches!(s.code, 400 | 401 | 403 | 404 | 503) => {
-            let message = match s.code {
-                401 => "the token's secret is wrong (401 Unauthorized)".to_string(),
-                404 => format!("{path} not found: is this a k3rs server?"),
-                _ => s.message.clone(),
-            };
-            Err(ServerJoinError::Refused {
-                server: server.to_string(),
-                message,
-            })
-        }
-        Err(e) => Err(unreachable(e.to_string())),
-    }
+    use k3rs_common::join_client::{FetchError, get};
+    let server = server.to_string();
+    let headers: Vec<(&str, String)> = authorization
+        .map(|a| ("authorization", a))
+        .into_iter()
+        .collect();
+    get(uri, ca_pem, path, &headers, &[400, 401, 403, 404, 503])
+        .await
+        .map_err(|e| match e {
+            FetchError::Unreachable(message) => ServerJoinError::Unreachable { server, message },
+            FetchError::BadResponse(message) => ServerJoinError::BadResponse { server, message },
+            FetchError::Refused(message) => ServerJoinError::Refused { server, message },
+        })
 }
 
 #[cfg(test)]
