@@ -4,6 +4,8 @@
 
 pub mod backoff;
 pub mod cli;
+#[cfg(feature = "kube")]
+pub mod events;
 pub mod health;
 pub mod http_proxy;
 #[cfg(feature = "kube")]

@@ -27,6 +27,7 @@ pub mod replicaset;
 pub mod replicationcontroller;
 pub mod resourcequota;
 pub mod serviceaccount;
+pub mod servicelb;
 pub mod statefulset;
 pub mod ttlafterfinished;
 pub mod volumeprotection;
@@ -95,6 +96,7 @@ pub const CONTROLLERS: &[(&str, StartFn)] = &[
     ("pvc-protection", volumeprotection::start_pvc),
     ("pv-protection", volumeprotection::start_pv),
     ("disruption", disruption::start),
+    ("servicelb", servicelb::start),
 ];
 
 #[derive(Debug, Parser)]

@@ -7,9 +7,9 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use k3rs_common::events::{Event as KubeEvent, EventType, Recorder};
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, PodStatus, Secret, Service};
 use kube::api::{DeleteParams, Patch, PatchParams, Preconditions};
-use kube::runtime::events::{Event as KubeEvent, EventType, Recorder};
 use kube::{Api, Resource};
 use tokio::sync::watch;
 
@@ -168,14 +168,27 @@ async fn sync_once<R: Runtime>(
         .await;
     outcome.observed.health = probed.health;
     outcome.events.extend(probed.events);
-    for ev in &outcome.events {
+    let mut to_send = Vec::new();
+    for ev in outcome.events.drain(..) {
         // BackOff repeats every pass; the recorder aggregates, but keep the noise down.
         let k = format!("{}{}{:?}", ev.reason, ev.note, ev.field_path);
         if matches!(ev.reason, "BackOff" | "FailedMount") && sent_events.contains_key(&k) {
             continue;
         }
         sent_events.insert(k, ());
-        publish(shared, pod, ev).await;
+        to_send.push(ev);
+    }
+    // Events go out in the background, in order: the status write that
+    // makes the pod Running must not wait behind them.
+    if !to_send.is_empty() {
+        let recorder = shared.recorder.clone();
+        let pod_ref = pod.object_ref(&());
+        let pod_key = key(pod);
+        tokio::spawn(async move {
+            for ev in &to_send {
+                send_event(&recorder, pod_ref.clone(), &pod_key, ev).await;
+            }
+        });
     }
     if sent_events.len() > 256 {
         sent_events.clear();
@@ -410,7 +423,15 @@ async fn services<R>(shared: &Shared<R>, pod: &Pod) -> Vec<Service> {
 }
 
 async fn publish<R>(shared: &Shared<R>, pod: &Pod, ev: &PodEvent) {
-    let mut reference = pod.object_ref(&());
+    send_event(&shared.recorder, pod.object_ref(&()), &key(pod), ev).await;
+}
+
+async fn send_event(
+    recorder: &Recorder,
+    mut reference: k8s_openapi::api::core::v1::ObjectReference,
+    pod_key: &str,
+    ev: &PodEvent,
+) {
     reference.field_path = ev.field_path.clone();
     let event = KubeEvent {
         type_: if ev.warning {
@@ -423,8 +444,8 @@ async fn publish<R>(shared: &Shared<R>, pod: &Pod, ev: &PodEvent) {
         action: ev.reason.to_string(),
         secondary: None,
     };
-    if let Err(e) = shared.recorder.publish(&event, &reference).await {
-        tracing::debug!(pod = %key(pod), error = %e, "publishing event");
+    if let Err(e) = recorder.publish(&event, &reference).await {
+        tracing::debug!(pod = %pod_key, error = %e, "publishing event");
     }
 }
 

@@ -450,14 +450,19 @@ fn controller_manager(ctx: &Context) -> Result<DaemonSpec, ComponentError> {
         "system:kube-controller-manager",
         &[],
     )?;
-    let args = common(ctx.config)
+    let mut args = common(ctx.config)
         .set("kubeconfig", kubeconfig.display())
         .set("bind-address", "127.0.0.1")
         // Node IPAM hands each node its pod range from this.
         .set("cluster-cidr", &ctx.config.cluster_cidr)
         // DESIGN §3: health on 10257.
-        .set("secure-port", 10257)
-        .with_overrides(&ctx.config.kube_controller_manager_arg);
+        .set("secure-port", 10257);
+    // ServiceLB is a controller here rather than a manifest, but users turn
+    // it off the K3s way.
+    if ctx.config.disable.iter().any(|d| d == "servicelb") {
+        args = args.set("controllers", "*,-servicelb");
+    }
+    let args = args.with_overrides(&ctx.config.kube_controller_manager_arg);
     let mut health = Health::standard(Endpoint::Http(health_addr("controller-manager", &args)?));
     // With several servers only one controller manager leads, and a standby
     // reports not-ready until it does: a joining server must not wait for

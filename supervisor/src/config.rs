@@ -168,7 +168,8 @@ pub struct ServerFlags {
     #[arg(long, env = "K3RS_DISABLE_AGENT", value_parser = BoolishValueParser::new())]
     pub disable_agent: bool,
     /// Do not deploy the manifest NAME (`<data-dir>/server/manifests/NAME.yaml`),
-    /// and remove what it deployed before (repeatable).
+    /// and remove what it deployed before; `servicelb` turns off the
+    /// LoadBalancer controller (repeatable).
     #[arg(long, env = "K3RS_DISABLE", value_name = "NAME")]
     pub disable: Vec<String>,
     #[command(flatten)]

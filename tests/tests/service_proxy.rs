@@ -20,6 +20,8 @@ const NODE: &str = "k3rs-px-e2e";
 const POD_CIDR: &str = "10.244.84.0/24";
 const TABLE: &str = "k3rs-px-e2e";
 const NODE_PORT: u16 = 30884;
+/// The LoadBalancer Services' port on the node address.
+const LB_PORT: u16 = 18088;
 const V: &str = "1.33";
 /// A bridge of our own: the bridge plugin refuses to put a second subnet on
 /// a `cni0` another test holds with its own.
@@ -215,6 +217,131 @@ ports:
     )
 }
 
+/// ServiceLB: the controller manager's `servicelb` controller gives a
+/// LoadBalancer Service the node's address and the proxy answers there; a
+/// second Service on the same port is kept off the node (the older one
+/// keeps it), and a node opted out with the enablelb label carries none.
+async fn load_balancer(cp: &ControlPlane, node_ip: IpAddr, ips: &[&str]) {
+    let mut cm = k3rs_controller_manager::Config::for_kubeconfig(&cp.kubeconfig);
+    cm.controllers = vec!["servicelb".into()];
+    let cm = tokio::spawn(k3rs_controller_manager::run_until(
+        cm,
+        std::future::pending(),
+    ));
+    let lb = |name: &str| {
+        format!(
+            r#"apiVersion: v1
+kind: Service
+metadata:
+  name: {name}
+spec:
+  type: LoadBalancer
+  selector: {{app: web}}
+  ports:
+  - name: http
+    port: {LB_PORT}
+    targetPort: 8080
+"#
+        )
+    };
+    cp.kubectl_in(V, &["apply", "-f", "-"], Some(&lb("lb")))
+        .await;
+    cp.kubectl_in(V, &["apply", "-f", "-"], Some(&slice_for("lb", ips)))
+        .await;
+    let ingress = "{.status.loadBalancer.ingress[*].ip}";
+    wait_for(
+        "lb gets the node's address",
+        Duration::from_secs(30),
+        || async {
+            (jsonpath(cp, &["svc", "lb"], ingress).await == node_ip.to_string()).then_some(())
+        },
+    )
+    .await;
+    let addr = SocketAddr::new(node_ip, LB_PORT);
+    wait_for(
+        "the load balancer answers",
+        Duration::from_secs(30),
+        || async { http_get(addr).await.ok() },
+    )
+    .await;
+    let seen = backends(addr, 10).await;
+    assert!(
+        seen.iter().all(|b| b == "web-a" || b == "web-b"),
+        "{addr}: {seen:?}"
+    );
+    let wide = cp.kubectl(V, &["get", "svc", "lb"]).await;
+    assert!(
+        wide.contains(&node_ip.to_string()),
+        "EXTERNAL-IP column: {wide}"
+    );
+
+    // The same port again: the newer Service gets no address, and says why.
+    cp.kubectl_in(V, &["apply", "-f", "-"], Some(&lb("lb-late")))
+        .await;
+    wait_for(
+        "lb-late's PortInUse event",
+        Duration::from_secs(30),
+        || async {
+            let ev = cp
+                .kubectl(
+                    V,
+                    &[
+                        "get",
+                        "events",
+                        "--field-selector",
+                        "involvedObject.name=lb-late",
+                    ],
+                )
+                .await;
+            ev.contains("PortInUse").then_some(())
+        },
+    )
+    .await;
+    assert_eq!(jsonpath(cp, &["svc", "lb-late"], ingress).await, "");
+    // Deleting the holder hands the port over.
+    cp.kubectl(V, &["delete", "svc", "lb"]).await;
+    cp.kubectl_in(V, &["apply", "-f", "-"], Some(&slice_for("lb-late", ips)))
+        .await;
+    wait_for("lb-late takes over", Duration::from_secs(30), || async {
+        (jsonpath(cp, &["svc", "lb-late"], ingress).await == node_ip.to_string()).then_some(())
+    })
+    .await;
+
+    // Opting the only node out withdraws the address and the forwarding.
+    let label = format!(
+        "{}=false",
+        k3rs_controller_manager::servicelb::ENABLE_LB_LABEL
+    );
+    cp.kubectl(V, &["label", "node", NODE, &label]).await;
+    wait_for(
+        "lb-late loses its address",
+        Duration::from_secs(30),
+        || async {
+            jsonpath(cp, &["svc", "lb-late"], ingress)
+                .await
+                .is_empty()
+                .then_some(())
+        },
+    )
+    .await;
+    wait_for(
+        "the load balancer port closes",
+        Duration::from_secs(30),
+        || async {
+            matches!(
+                TcpStream::connect(addr).await,
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused
+            )
+            .then_some(())
+        },
+    )
+    .await;
+    let unlabel = format!("{}-", k3rs_controller_manager::servicelb::ENABLE_LB_LABEL);
+    cp.kubectl(V, &["label", "node", NODE, &unlabel]).await;
+    cp.kubectl(V, &["delete", "svc", "lb-late"]).await;
+    cm.abort();
+}
+
 async fn running_ip(cp: &ControlPlane, pod: &str) -> String {
     let deadline = Instant::now() + Duration::from_secs(90);
     loop {
@@ -377,6 +504,10 @@ spec:
         np.iter().all(|b| b == "web-a" || b == "web-b"),
         "node port {node_ip}:{NODE_PORT}: {np:?}"
     );
+
+    if mode == Mode::Nftables {
+        load_balancer(&cp, node_ip, &[&ip_a, &ip_b]).await;
+    }
 
     // A Service without endpoints refuses at once instead of timing out.
     let started = Instant::now();
