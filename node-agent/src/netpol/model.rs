@@ -340,7 +340,7 @@ struct Cluster<'a> {
 }
 
 impl<'a> Cluster<'a> {
-    fn peers(&self, policy_ns: &str, list: Option<&'a Vec<NetworkPolicyPeer>>) -> Peers<'_> {
+    fn peers(&self, policy_ns: &str, list: Option<&Vec<NetworkPolicyPeer>>) -> Peers<'_> {
         let Some(list) = list.filter(|l| !l.is_empty()) else {
             return Peers {
                 all: true,
@@ -527,7 +527,12 @@ pub fn build<'a>(
             .pods
             .iter()
             .filter(|p| p.local && p.namespace == ns)
-            .filter(|p| selector_matches(&spec.pod_selector, p.labels))
+            // An absent selector is the empty one: every pod.
+            .filter(|p| {
+                spec.pod_selector
+                    .as_ref()
+                    .is_none_or(|sel| selector_matches(sel, p.labels))
+            })
             .collect();
         if targets.is_empty() {
             continue;
@@ -715,6 +720,8 @@ mod tests {
         // (spec, ingress-isolated, egress-isolated) for the server.
         let cases = [
             (json!({"podSelector": {}}), true, false),
+            // An absent podSelector is the empty one.
+            (json!({}), true, false),
             (
                 json!({"podSelector": {}, "policyTypes": ["Ingress"]}),
                 true,
