@@ -1130,6 +1130,7 @@ mod tests {
     fn disable_network_policy_from_file_and_flag() {
         let _l = lock();
         let dir = tempfile::tempdir().unwrap();
+        write(dir.path(), "config.yaml", "{}\n");
         let c = load_with(dir.path(), &[]).unwrap();
         assert!(!c.node.disable_network_policy);
         write(dir.path(), "config.yaml", "disable-network-policy: true\n");

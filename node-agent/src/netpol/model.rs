@@ -707,6 +707,11 @@ mod tests {
 
     const ALL: [&str; 4] = ["client", "other", "remote", "outside"];
 
+    /// (protocol, port, allowed) to the server.
+    type Checks = Vec<(Protocol, u16, bool)>;
+    /// (destination, protocol, port, allowed) from the client.
+    type EgressChecks = Vec<(&'static str, Protocol, u16, bool)>;
+
     #[test]
     fn no_policy_allows_everything() {
         let m = model(&world(), &[]);
@@ -839,7 +844,7 @@ mod tests {
     fn ingress_rules_ports() {
         let w = world();
         // (ports, [(proto, port, allowed)])
-        let cases: Vec<(serde_json::Value, Vec<(Protocol, u16, bool)>)> = vec![
+        let cases: Vec<(serde_json::Value, Checks)> = vec![
             (
                 json!([]),
                 vec![(Tcp, 1, true), (Udp, 53, true), (Sctp, 9, true)],
@@ -910,7 +915,7 @@ mod tests {
             json!({"podSelector": {"matchLabels": {"app": "web"}},
             "ingress": [{"from": [{"namespaceSelector": {"matchLabels": {"team": "b"}}}], "ports": [{"port": 80}, {"port": 443}]}]}),
         );
-        let m = model(&w, &[deny.clone()]);
+        let m = model(&w, std::slice::from_ref(&deny));
         assert!(reach_server(&m, Tcp, 80).is_empty());
         assert!(
             !m.ingress.allows(ip(CLIENT), ip(OTHER), Tcp, 80),
@@ -926,7 +931,7 @@ mod tests {
         let w = world();
         let client = json!({"matchLabels": {"role": "client"}});
         // (egress, [(dest, proto, port, allowed)]) for the local client.
-        let cases: Vec<(serde_json::Value, Vec<(&str, Protocol, u16, bool)>)> = vec![
+        let cases: Vec<(serde_json::Value, EgressChecks)> = vec![
             (
                 json!([]),
                 vec![(SERVER, Tcp, 80, false), (OUTSIDE, Udp, 53, false)],
