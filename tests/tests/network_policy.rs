@@ -491,6 +491,27 @@ async fn network_policies_filter_pod_traffic() {
     )
     .await;
 
+    // Both directions at once: client-a's egress rule lets the packet on to
+    // the server's ingress check, which decides.
+    apply(&cp, &deny).await;
+    expect(
+        &cp,
+        &server,
+        "egress allowed, ingress denied",
+        &[(CLIENT_A, 80, false)],
+    )
+    .await;
+    apply(&cp, &from_clients).await;
+    expect(
+        &cp,
+        &server,
+        "egress and ingress allowed",
+        &[(CLIENT_A, 80, true), (CLIENT_B, 80, false)],
+    )
+    .await;
+    delete_policy(&cp, NS_A, "from-clients").await;
+    delete_policy(&cp, NS_A, "deny-web").await;
+
     // 6. Deleting the policies restores full access.
     delete_policy(&cp, NS_A, "client-egress-deny").await;
     delete_policy(&cp, NS_A, "client-egress-web").await;
