@@ -15,6 +15,7 @@ pub mod images;
 pub mod join;
 pub mod kubelet_api;
 pub mod lifecycle;
+pub mod netpol;
 pub mod node;
 pub mod pod_status;
 pub mod pod_sync;
@@ -112,6 +113,9 @@ pub struct Config {
     pub dns: dns::Settings,
     /// The service proxy; `None` with `--disable-kube-proxy`.
     pub proxy: Option<proxy::ProxyConfig>,
+    /// NetworkPolicy enforcement; `None` leaves the kernel alone (in-process
+    /// default), `enabled: false` removes a table left from an earlier run.
+    pub network_policy: Option<netpol::NetpolConfig>,
     /// Labels added to the Node (`--node-labels`).
     pub node_labels: std::collections::BTreeMap<String, String>,
     /// Static pod manifests (`--pod-manifest-path`); `None` runs none.
@@ -151,6 +155,7 @@ impl Config {
             // The binary turns it on; in-process users opt in, since it
             // programs host-wide nftables state.
             proxy: None,
+            network_policy: None,
             node_labels: Default::default(),
             pod_manifest_path: None,
         }
@@ -395,6 +400,9 @@ async fn agent<R: Runtime>(
             pod_cidr: Some(pod_cidr.clone()),
         };
         tasks.spawn(proxy::run(client.clone(), proxy, ctx));
+    }
+    if let Some(np) = config.network_policy.clone() {
+        tasks.spawn(netpol::run(client.clone(), np, config.node_name.clone()));
     }
     {
         let rt = rt.clone();

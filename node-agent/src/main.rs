@@ -124,6 +124,10 @@ struct Flags {
     /// iptables when `nft` is missing).
     #[arg(long, env = "K3RS_PROXY_MODE", value_enum, default_value = "nftables")]
     proxy_mode: k3rs_node_agent::proxy::Mode,
+    /// Do not enforce NetworkPolicies on this node (and remove the rules an
+    /// earlier run left).
+    #[arg(long, env = "K3RS_DISABLE_NETWORK_POLICY")]
+    disable_network_policy: bool,
     /// Directory of static pod manifests (default: <root-dir>/pod-manifests).
     #[arg(long, env = "K3RS_POD_MANIFEST_PATH")]
     pod_manifest_path: Option<PathBuf>,
@@ -241,6 +245,10 @@ async fn configure(flags: Flags) -> Result<Config, k3rs_node_agent::join::JoinEr
     config.dns.upstreams = flags.cluster_dns_upstream;
     config.proxy = (!flags.disable_kube_proxy).then(|| k3rs_node_agent::proxy::ProxyConfig {
         mode: flags.proxy_mode,
+        ..Default::default()
+    });
+    config.network_policy = Some(k3rs_node_agent::netpol::NetpolConfig {
+        enabled: !flags.disable_network_policy,
         ..Default::default()
     });
     config.bind_address = flags.bind_address;

@@ -228,6 +228,12 @@ impl Args {
         self
     }
 
+    /// A flag without a value (`--key`).
+    pub fn flag(mut self, key: &str) -> Self {
+        self.0.push((key.to_string(), None));
+        self
+    }
+
     pub fn set_opt(self, key: &str, value: Option<impl ToString>) -> Self {
         match value {
             Some(v) => self.set(key, v),

@@ -246,6 +246,9 @@ pub struct NodeFlags {
     /// format); a missing file means none.
     #[arg(long, env = "K3RS_PRIVATE_REGISTRY", default_value = crate::registries::DEFAULT_PATH)]
     pub private_registry: PathBuf,
+    /// Do not enforce NetworkPolicies on this node (passed to the node agent).
+    #[arg(long, env = "K3RS_DISABLE_NETWORK_POLICY", value_parser = BoolishValueParser::new())]
+    pub disable_network_policy: bool,
 }
 
 /// The resolved node settings (see `NodeFlags`).
@@ -266,6 +269,8 @@ pub struct NodeConfig {
     pub containerd_socket: PathBuf,
     pub snapshotter: String,
     pub private_registry: PathBuf,
+    #[serde(default)]
+    pub disable_network_policy: bool,
 }
 
 fn parse_mode_arg(s: &str) -> Result<String, String> {
@@ -1120,6 +1125,21 @@ mod tests {
                 "https://10.0.0.2:2379".into()
             ])
         );
+    }
+
+    #[test]
+    fn disable_network_policy_from_file_and_flag() {
+        let _l = lock();
+        let dir = tempfile::tempdir().unwrap();
+        write(dir.path(), "config.yaml", "{}\n");
+        let c = load_with(dir.path(), &[]).unwrap();
+        assert!(!c.node.disable_network_policy);
+        write(dir.path(), "config.yaml", "disable-network-policy: true\n");
+        let c = load_with(dir.path(), &[]).unwrap();
+        assert!(c.node.disable_network_policy);
+        write(dir.path(), "config.yaml", "{}\n");
+        let c = load_with(dir.path(), &["--disable-network-policy"]).unwrap();
+        assert!(c.node.disable_network_policy);
     }
 
     #[test]

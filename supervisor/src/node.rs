@@ -50,6 +50,8 @@ pub struct NodeSettings {
     pub snapshotter: String,
     /// `registries.yaml` (`--private-registry`).
     pub private_registry: PathBuf,
+    /// `--disable-network-policy`, handed to the node agent.
+    pub disable_network_policy: bool,
     pub log_format: LogFormat,
     pub debug: bool,
     /// `K3RS_*` variables the children must not inherit.
@@ -144,6 +146,7 @@ fn settings_from(
         containerd_socket: n.containerd_socket.clone(),
         snapshotter: n.snapshotter.clone(),
         private_registry: n.private_registry.clone(),
+        disable_network_policy: n.disable_network_policy,
         log_format,
         debug,
         env_remove: Vec::new(),
@@ -396,6 +399,9 @@ pub fn node_agent_spec(
     if !s.node_labels.is_empty() {
         args = args.set("node-labels", s.node_labels.join(","));
     }
+    if s.disable_network_policy {
+        args = args.flag("disable-network-policy");
+    }
     let args = args.with_overrides(&s.kubelet_arg);
     let port = args.get("healthz-port").unwrap_or("10248");
     let port: u16 = port
@@ -489,6 +495,7 @@ mod tests {
             containerd_socket: dir.join("ctd.sock"),
             snapshotter: "native".into(),
             private_registry: dir.join("registries.yaml"),
+            disable_network_policy: false,
             log_format: LogFormat::Text,
             debug: false,
             env_remove: vec![],
@@ -557,6 +564,22 @@ mod tests {
             spec.health.endpoint,
             Endpoint::Http(addr) if addr.port() == 12345
         ));
+    }
+
+    #[test]
+    fn disable_network_policy_reaches_the_node_agent() {
+        let dir = tempfile::tempdir().unwrap();
+        let creds = Credentials::Kubeconfig(dir.path().join("k"));
+        let mut s = settings(dir.path());
+        let spec = node_agent_spec(&s, "/bin/a".into(), "n1", &creds).unwrap();
+        assert!(!spec.args.iter().any(|a| a.contains("network-policy")));
+        s.disable_network_policy = true;
+        let spec = node_agent_spec(&s, "/bin/a".into(), "n1", &creds).unwrap();
+        assert!(
+            spec.args.contains(&"--disable-network-policy".to_string()),
+            "{:?}",
+            spec.args
+        );
     }
 
     #[test]
