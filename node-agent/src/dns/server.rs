@@ -413,4 +413,196 @@ mod tests {
         assert_eq!(m.metadata.id, 0x1234);
         assert_eq!(m.metadata.response_code, ResponseCode::FormErr);
     }
+
+    /// A tiny deterministic PRNG (xorshift64*), so failures replay.
+    struct Rng(u64);
+
+    impl Rng {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 >> 12;
+            self.0 ^= self.0 << 25;
+            self.0 ^= self.0 >> 27;
+            self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+        }
+        fn below(&mut self, n: usize) -> usize {
+            (self.next() % n.max(1) as u64) as usize
+        }
+    }
+
+    /// Valid queries the mutations start from: every kind the zone answers,
+    /// plus names outside it (forwarded; no upstream here, so SERVFAIL).
+    fn seeds() -> Vec<Vec<u8>> {
+        let mut v = Vec::new();
+        for (name, t) in [
+            ("kubernetes.default.svc.cluster.local.", RecordType::A),
+            ("kubernetes.default.svc.cluster.local.", RecordType::AAAA),
+            (
+                "_https._tcp.kubernetes.default.svc.cluster.local.",
+                RecordType::SRV,
+            ),
+            ("big.default.svc.cluster.local.", RecordType::A),
+            ("alias.default.svc.cluster.local.", RecordType::A),
+            ("nope.default.svc.cluster.local.", RecordType::A),
+            ("1.0.43.10.in-addr.arpa.", RecordType::PTR),
+            ("cluster.local.", RecordType::SOA),
+            ("example.org.", RecordType::A),
+        ] {
+            v.push(query(name, t, false));
+            v.push(query(name, t, true));
+        }
+        v
+    }
+
+    fn mutate(rng: &mut Rng, seed: &[u8]) -> Vec<u8> {
+        let mut p = seed.to_vec();
+        for _ in 0..=rng.below(4) {
+            match rng.below(6) {
+                // Flip a bit.
+                0 if !p.is_empty() => {
+                    let i = rng.below(p.len());
+                    p[i] ^= 1 << rng.below(8);
+                }
+                // Overwrite a byte (counts, lengths, label bytes).
+                1 if !p.is_empty() => {
+                    let i = rng.below(p.len());
+                    p[i] = rng.next() as u8;
+                }
+                // Truncate.
+                2 => p.truncate(rng.below(p.len() + 1)),
+                // Insert a byte.
+                3 => {
+                    let i = rng.below(p.len() + 1);
+                    p.insert(i, rng.next() as u8);
+                }
+                // A compression pointer somewhere (loops, forward jumps).
+                4 if p.len() > 13 => {
+                    let i = 12 + rng.below(p.len() - 13);
+                    p[i] = 0xc0 | (rng.next() as u8 & 0x3f);
+                    p[i + 1] = rng.next() as u8;
+                }
+                // Append junk.
+                _ => {
+                    for _ in 0..rng.below(16) {
+                        p.push(rng.next() as u8);
+                    }
+                }
+            }
+        }
+        p
+    }
+
+    /// Checks an answer to `packet`: it parses, echoes the id and carries a
+    /// response code that fits what was asked.
+    fn check_answer(packet: &[u8], out: &[u8]) {
+        let m = Message::from_vec(out)
+            .unwrap_or_else(|e| panic!("unparseable answer {out:02x?} to {packet:02x?}: {e}"));
+        assert_eq!(m.metadata.message_type, MessageType::Response);
+        assert_eq!(&out[..2], &packet[..2], "id echoed for {packet:02x?}");
+        match Message::from_vec(packet) {
+            // What we could not parse gets FORMERR.
+            Err(_) => assert_eq!(m.metadata.response_code, ResponseCode::FormErr),
+            Ok(q) if q.metadata.op_code != OpCode::Query => {
+                assert_eq!(m.metadata.response_code, ResponseCode::NotImp)
+            }
+            Ok(q) if q.queries.len() != 1 => {
+                assert_eq!(m.metadata.response_code, ResponseCode::FormErr)
+            }
+            Ok(_) => assert!(
+                matches!(
+                    m.metadata.response_code,
+                    ResponseCode::NoError | ResponseCode::NXDomain | ResponseCode::ServFail
+                ),
+                "{:?} for {packet:02x?}",
+                m.metadata.response_code
+            ),
+        }
+    }
+
+    #[tokio::test]
+    async fn fuzzed_packets_never_panic_and_get_fitting_answers() {
+        let r = resolver();
+        let seeds = seeds();
+        let mut rng = Rng(0x6b33_7273_646e_7321);
+        let (mut answered, mut formerr) = (0, 0);
+        for case in 0..100_000 {
+            let packet = if case % 4 == 0 {
+                // Pure noise, mostly header-sized or a little more.
+                let len = rng.below(64);
+                (0..len).map(|_| rng.next() as u8).collect::<Vec<u8>>()
+            } else {
+                let seed = &seeds[rng.below(seeds.len())];
+                mutate(&mut rng, seed)
+            };
+            for udp in [true, false] {
+                let Some(out) = r.handle(&packet, udp).await else {
+                    // Silence only for what cannot be answered: too short
+                    // for a header, or not a query.
+                    let short = packet.len() < 12;
+                    let not_query = Message::from_vec(&packet)
+                        .is_ok_and(|m| m.metadata.message_type != MessageType::Query);
+                    assert!(short || not_query, "no answer to {packet:02x?}");
+                    continue;
+                };
+                if udp {
+                    assert!(out.len() <= usize::from(EDNS_PAYLOAD), "{packet:02x?}");
+                }
+                check_answer(&packet, &out);
+                answered += 1;
+                if out[3] & 0x0f == 1 {
+                    formerr += 1;
+                }
+            }
+        }
+        // The mix really reached both the parser's error path and the zone.
+        assert!(
+            answered > 100_000 && formerr > 10_000,
+            "{answered} {formerr}"
+        );
+    }
+
+    #[tokio::test]
+    async fn garbage_over_udp_does_not_stop_the_server() {
+        let (udp, tcp) = bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
+        let at = udp.local_addr().unwrap();
+        let server = tokio::spawn(serve(udp, tcp, Arc::new(resolver())));
+        let sock = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        sock.connect(at).await.unwrap();
+        let mut buf = vec![0u8; 4096];
+        let valid = query(
+            "kubernetes.default.svc.cluster.local.",
+            RecordType::A,
+            false,
+        );
+        let mut rng = Rng(7);
+        for round in 0..50 {
+            // Garbage: empty, shorter than a header, a truncated query, noise.
+            let junk: Vec<u8> = match round % 4 {
+                0 => vec![],
+                1 => vec![0xab],
+                2 => valid[..valid.len() - 3].to_vec(),
+                _ => (0..rng.below(300) + 12).map(|_| rng.next() as u8).collect(),
+            };
+            sock.send(&junk).await.unwrap();
+            sock.send(&valid).await.unwrap();
+            // Answers to the junk (FORMERR) may come first; the valid one must come.
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
+            loop {
+                let n = tokio::time::timeout_at(deadline, sock.recv(&mut buf))
+                    .await
+                    .unwrap_or_else(|_| panic!("round {round}: no answer to the valid query"))
+                    .unwrap();
+                let m = Message::from_vec(&buf[..n]).unwrap();
+                if m.metadata.id == 4242 && m.metadata.response_code == ResponseCode::NoError {
+                    assert_eq!(m.answers[0].data.to_string(), "10.43.0.1");
+                    break;
+                }
+                // Only junk with a whole header is worth an answer.
+                assert!(
+                    n >= 12 && junk.len() >= 12,
+                    "round {round}: an answer to {junk:02x?}: {m:?}"
+                );
+            }
+        }
+        server.abort();
+    }
 }
