@@ -508,7 +508,14 @@ async fn access_review(cp: &ControlPlane, user: &str, verb: &str, sub: &str) -> 
     );
     cp.kubectl_in(
         V,
-        &["create", "--validate=false", "-f", "-", "-o", "jsonpath={.status.allowed}"],
+        &[
+            "create",
+            "--validate=false",
+            "-f",
+            "-",
+            "-o",
+            "jsonpath={.status.allowed}",
+        ],
         Some(&sar),
     )
     .await

@@ -36,41 +36,111 @@ impl Resolver {
     /// The response to the wire message `bytes`; `udp` limits its size
     /// (truncated with TC set when too large). `None`: not worth an answer.
     pub async fn handle(&self, bytes: &[u8], udp: bool) -> Option<Vec<u8>> {
+        let request = match self.parse(bytes) {
+            Ok(r) => r,
+            Err(reply) => return reply,
+        };
+        let response = match self.respond_now(&request) {
+            Some(m) => m,
+            None => self.respond(&request).await,
+        };
+        finish(&request, response, udp)
+    }
+
+    /// [`handle`](Self::handle) without waiting: `Some` when the answer
+    /// comes from the zone or the forward cache (the hot path the UDP loop
+    /// answers inline, with no task per query), `None` when it needs an
+    /// upstream.
+    pub fn handle_now(&self, bytes: &[u8], udp: bool) -> Option<Option<Vec<u8>>> {
+        let request = match self.parse(bytes) {
+            Ok(r) => r,
+            Err(reply) => return Some(reply),
+        };
+        let response = self.respond_now(&request)?;
+        Some(finish(&request, response, udp))
+    }
+
+    /// The request, or the reply for what is not one: FORMERR when at
+    /// least the header is readable, silence otherwise and for responses.
+    fn parse(&self, bytes: &[u8]) -> Result<Message, Option<Vec<u8>>> {
         let request = match Message::from_vec(bytes) {
             Ok(m) => m,
             Err(_) => {
-                // Answer FORMERR when at least the id is readable.
-                let id = u16::from_be_bytes([*bytes.first()?, *bytes.get(1)?]);
                 if bytes.len() < 12 {
-                    return None;
+                    return Err(None);
                 }
+                let id = u16::from_be_bytes([bytes[0], bytes[1]]);
                 let m = Message::error_msg(id, OpCode::Query, ResponseCode::FormErr);
-                return m.to_vec().ok();
+                return Err(m.to_vec().ok());
             }
         };
         if request.metadata.message_type != MessageType::Query {
-            return None;
+            return Err(None);
         }
-        let mut response = self.respond(&request).await;
-        response.metadata.recursion_desired = request.metadata.recursion_desired;
-        response.metadata.recursion_available = true;
-        response.metadata.checking_disabled = request.metadata.checking_disabled;
-        response.edns = request.edns.as_ref().map(|_| {
-            let mut e = Edns::new();
-            e.set_max_payload(EDNS_PAYLOAD);
-            e
-        });
-        let limit = match &request.edns {
-            Some(e) => usize::from(e.max_payload().clamp(512, EDNS_PAYLOAD)),
-            None => PLAIN_UDP_LIMIT,
+        Ok(request)
+    }
+
+    /// The answer when nothing has to be asked upstream: errors, the zone
+    /// (CNAMEs chased inside it), forward cache hits.
+    fn respond_now(&self, request: &Message) -> Option<Message> {
+        let id = request.metadata.id;
+        if request.metadata.op_code != OpCode::Query {
+            return Some(with_queries(
+                Message::error_msg(id, request.metadata.op_code, ResponseCode::NotImp),
+                request,
+            ));
+        }
+        let [query] = request.queries.as_slice() else {
+            return Some(with_queries(
+                Message::error_msg(id, OpCode::Query, ResponseCode::FormErr),
+                request,
+            ));
         };
-        let out = response.to_vec().ok()?;
-        if udp && out.len() > limit {
-            let mut t = response.truncate();
-            t.metadata.id = request.metadata.id;
-            return t.to_vec().ok();
+        let qtype = query.query_type();
+        let mut m = with_queries(Message::response(id, OpCode::Query), request);
+        match self.lookup(query.name(), qtype) {
+            Lookup::NotOurs => return self.forwarder.cached(request),
+            Lookup::NxDomain(soa) => {
+                m.metadata.authoritative = true;
+                m.metadata.response_code = ResponseCode::NXDomain;
+                m.add_authority(soa);
+            }
+            Lookup::NoData(soa) => {
+                m.metadata.authoritative = true;
+                m.add_authority(soa);
+            }
+            Lookup::Answer {
+                answers,
+                additionals,
+            } => {
+                m.metadata.authoritative = true;
+                m.add_answers(answers);
+                m.add_additionals(additionals);
+                if qtype != RecordType::CNAME && !self.chase_in_zone(&mut m, qtype) {
+                    // The chain leaves the zone: the async path asks upstream.
+                    return None;
+                }
+            }
         }
-        Some(out)
+        Some(m)
+    }
+
+    /// Follows a trailing CNAME inside the zone; false when it points out
+    /// of the zone (an upstream has to finish it).
+    fn chase_in_zone(&self, m: &mut Message, qtype: RecordType) -> bool {
+        for _ in 0..MAX_CHASE {
+            let Some(target) = last_cname(&m.answers) else {
+                return true;
+            };
+            match self.lookup(&target, qtype) {
+                Lookup::Answer { answers, .. } => {
+                    m.add_answers(answers);
+                }
+                Lookup::NotOurs => return false,
+                Lookup::NxDomain(_) | Lookup::NoData(_) => return true,
+            }
+        }
+        true
     }
 
     async fn respond(&self, request: &Message) -> Message {
@@ -158,6 +228,30 @@ impl Resolver {
     }
 }
 
+/// The wire answer to `request`: flags copied, EDNS echoed, truncated to
+/// the client's UDP size.
+fn finish(request: &Message, mut response: Message, udp: bool) -> Option<Vec<u8>> {
+    response.metadata.recursion_desired = request.metadata.recursion_desired;
+    response.metadata.recursion_available = true;
+    response.metadata.checking_disabled = request.metadata.checking_disabled;
+    response.edns = request.edns.as_ref().map(|_| {
+        let mut e = Edns::new();
+        e.set_max_payload(EDNS_PAYLOAD);
+        e
+    });
+    let limit = match &request.edns {
+        Some(e) => usize::from(e.max_payload().clamp(512, EDNS_PAYLOAD)),
+        None => PLAIN_UDP_LIMIT,
+    };
+    let out = response.to_vec().ok()?;
+    if udp && out.len() > limit {
+        let mut t = response.truncate();
+        t.metadata.id = request.metadata.id;
+        return t.to_vec().ok();
+    }
+    Some(out)
+}
+
 fn last_cname(answers: &[Record]) -> Option<hickory_proto::rr::Name> {
     match answers.last().map(|r| &r.data) {
         Some(RData::CNAME(c)) => Some(c.0.clone()),
@@ -205,6 +299,16 @@ pub async fn serve(udp: UdpSocket, tcp: TcpListener, resolver: Arc<Resolver>) {
                 continue;
             }
         };
+        // Zone answers and cache hits are ready at once: answered here,
+        // without a task, an allocation or a permit per query.
+        if let Some(reply) = resolver.handle_now(&buf[..n], true) {
+            if let Some(out) = reply
+                && let Err(e) = udp.send_to(&out, peer).await
+            {
+                tracing::debug!(%peer, error = %e, "DNS UDP reply");
+            }
+            continue;
+        }
         let Ok(permit) = in_flight.clone().try_acquire_owned() else {
             tracing::debug!(%peer, "DNS overloaded; dropping a query");
             continue;
@@ -534,7 +638,12 @@ mod tests {
                 mutate(&mut rng, seed)
             };
             for udp in [true, false] {
-                let Some(out) = r.handle(&packet, udp).await else {
+                let reply = r.handle(&packet, udp).await;
+                // The inline path the UDP loop takes agrees whenever it answers.
+                if let Some(now) = r.handle_now(&packet, udp) {
+                    assert_eq!(now, reply, "{packet:02x?}");
+                }
+                let Some(out) = reply else {
                     // Silence only for what cannot be answered: too short
                     // for a header, or not a query.
                     let short = packet.len() < 12;
