@@ -200,5 +200,39 @@ async fn ensure_system_objects(
                      "ports": [{"name": "https", "port": port, "protocol": "TCP"}]}],
     });
     create_if_missing(api, "/registry/services/endpoints/default/kubernetes", ep).await?;
+    // What the kubelet API asks RBAC about for the API server's own client
+    // certificate (upstream's bootstrap role and K3s's binding of it); its
+    // system:masters group would be enough, the role is for other users.
+    let role = json!({
+        "kind": "ClusterRole", "apiVersion": "rbac.authorization.k8s.io/v1",
+        "metadata": {"name": KUBELET_API_ADMIN, "uid": uuid::Uuid::new_v4().to_string(), "creationTimestamp": now,
+                     "labels": {"kubernetes.io/bootstrapping": "rbac-defaults"}},
+        "rules": [
+            {"apiGroups": [""], "resources": ["nodes"], "verbs": ["get", "list", "watch", "proxy"]},
+            {"apiGroups": [""], "resources": ["nodes/log", "nodes/metrics", "nodes/proxy", "nodes/stats"], "verbs": ["*"]},
+        ],
+    });
+    create_if_missing(
+        api,
+        &format!("/registry/clusterroles/{KUBELET_API_ADMIN}"),
+        role,
+    )
+    .await?;
+    let binding = json!({
+        "kind": "ClusterRoleBinding", "apiVersion": "rbac.authorization.k8s.io/v1",
+        "metadata": {"name": "kube-apiserver-kubelet-admin", "uid": uuid::Uuid::new_v4().to_string(), "creationTimestamp": now,
+                     "labels": {"kubernetes.io/bootstrapping": "rbac-defaults"}},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": KUBELET_API_ADMIN},
+        "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": "system:kube-apiserver"}],
+    });
+    create_if_missing(
+        api,
+        "/registry/clusterrolebindings/kube-apiserver-kubelet-admin",
+        binding,
+    )
+    .await?;
     Ok(())
 }
+
+/// Upstream's bootstrap ClusterRole for full kubelet API access.
+pub const KUBELET_API_ADMIN: &str = "system:kubelet-api-admin";

@@ -19,6 +19,7 @@ pub mod metrics;
 pub mod object;
 pub mod openapi;
 pub mod proxy;
+pub mod rbac;
 pub mod request;
 pub mod resources;
 pub mod rest;

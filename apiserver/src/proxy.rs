@@ -1,5 +1,8 @@
 //! The subresources the node agent serves: `pods/log`, `pods/exec`,
-//! `pods/attach`, `pods/portforward` and `nodes/proxy`. The API server
+//! `pods/attach`, `pods/portforward` and `nodes/proxy`, plus `pods/proxy`
+//! and `services/proxy`, which dial the pod (or one ready endpoint of the
+//! Service) directly: in k3rs the API server runs on a node, with a route
+//! to every pod network. For the kubelet ones the API server
 //! checks the pod, finds its node's kubelet API (InternalIP and
 //! `status.daemonEndpoints.kubeletEndpoint.Port`), authenticates with its
 //! kubelet client certificate and relays the request: log streams are
@@ -55,7 +58,7 @@ pub fn handles(info: &RequestInfo) -> bool {
         info.subresource.as_deref(),
     ) {
         ("", "pods", Some("log" | "exec" | "attach" | "portforward")) => true,
-        ("", "nodes", Some("proxy")) => info.name.is_some(),
+        ("", "nodes" | "pods" | "services", Some("proxy")) => info.name.is_some(),
         _ => false,
     }
 }
@@ -97,6 +100,9 @@ async fn dispatch(
     let Some(ns) = info.namespace.clone() else {
         return Err(ApiError::not_found_path());
     };
+    if sub == "proxy" {
+        return backend_proxy(api, user, res, info, &ns, &query, raw_query, req).await;
+    }
     if !matches!(
         (req.method(), sub.as_str()),
         (&http::Method::GET, _) | (&http::Method::POST, "exec" | "attach" | "portforward")
@@ -157,6 +163,214 @@ async fn dispatch(
         return Err(log_error(resp).await);
     }
     Ok(resp)
+}
+
+/// `[scheme:]name[:port]` as a proxy URL names its target.
+#[derive(Debug, PartialEq, Eq)]
+struct Target {
+    https: bool,
+    name: String,
+    port: String,
+}
+
+fn split_target(id: &str) -> ApiResult<Target> {
+    let bad = || ApiError::bad_request(format!("invalid request {id:?}"));
+    let parts: Vec<&str> = id.split(':').collect();
+    let (scheme, name, port) = match parts.as_slice() {
+        [n] => ("", *n, ""),
+        [n, p] => ("", *n, *p),
+        [s, n, p] => (*s, *n, *p),
+        _ => return Err(bad()),
+    };
+    if name.is_empty() || !matches!(scheme, "" | "http" | "https") {
+        return Err(bad());
+    }
+    Ok(Target {
+        https: scheme == "https",
+        name: name.to_string(),
+        port: port.to_string(),
+    })
+}
+
+/// `pods/proxy` and `services/proxy`: find the backend address, then relay.
+#[allow(clippy::too_many_arguments)]
+async fn backend_proxy(
+    api: &Arc<Api>,
+    user: &UserInfo,
+    res: &'static ResourceDef,
+    mut info: RequestInfo,
+    ns: &str,
+    query: &Query,
+    raw_query: String,
+    req: Request<Incoming>,
+) -> ApiResult<Resp> {
+    let id = info.name.clone().unwrap_or_default();
+    let target = split_target(&id)?;
+    info.name = Some(target.name.clone());
+    let obj = load(api, user, res, &info, query, req.headers()).await?;
+    let (ip, port) = if res.plural == "pods" {
+        pod_backend(&obj, &target)?
+    } else {
+        service_backend(api, &obj, ns, &id, &target)?
+    };
+    let authority = if ip.contains(':') {
+        format!("[{ip}]:{port}")
+    } else {
+        format!("{ip}:{port}")
+    };
+    let tail = proxy_tail(req.uri().path(), ns, res.plural).unwrap_or_else(|| "/".into());
+    let path = if raw_query.is_empty() {
+        tail
+    } else {
+        format!("{tail}?{raw_query}")
+    };
+    let what = format!("{}/{id}", res.plural);
+    let dial_err = |e: http_proxy::ProxyError| {
+        ApiError::unavailable(format!("error trying to reach {what}: {e}"))
+    };
+    if target.https {
+        // Like upstream, the backend's certificate is not verified: pods
+        // serve whatever certificate they like.
+        let tls = k3rs_common::tls::client_config_opt_ca(None, None)
+            .map_err(|e| ApiError::internal(e.to_string()))?;
+        let io = http_proxy::connect_tls(&authority, &ip, Arc::new(tls))
+            .await
+            .map_err(dial_err)?;
+        send(io, &what, &authority, path, req).await
+    } else {
+        let io = http_proxy::connect_tcp(&authority)
+            .await
+            .map_err(dial_err)?;
+        send(io, &what, &authority, path, req).await
+    }
+}
+
+/// The pod's IP and the port asked for: a number, a container port's name,
+/// or (none given) the first declared container port, else 80.
+fn pod_backend(pod: &Value, t: &Target) -> ApiResult<(String, u16)> {
+    let ports: Vec<&Value> = pod["spec"]["containers"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|c| c["ports"].as_array().into_iter().flatten())
+        .collect();
+    let port = if t.port.is_empty() {
+        ports
+            .first()
+            .and_then(|p| p["containerPort"].as_u64())
+            .unwrap_or(80)
+    } else if let Ok(n) = t.port.parse::<u64>() {
+        n
+    } else {
+        ports
+            .iter()
+            .find(|p| p["name"].as_str() == Some(t.port.as_str()))
+            .and_then(|p| p["containerPort"].as_u64())
+            .ok_or_else(|| {
+                ApiError::bad_request(format!("no port named {:?} in pod {:?}", t.port, t.name))
+            })?
+    };
+    let port = u16::try_from(port)
+        .ok()
+        .filter(|p| *p > 0)
+        .ok_or_else(|| ApiError::bad_request(format!("invalid port {:?}", t.port)))?;
+    let ip = pod["status"]["podIP"]
+        .as_str()
+        .filter(|s| !s.is_empty())
+        .ok_or_else(|| ApiError::unavailable(format!("pod {:?} has no IP address yet", t.name)))?;
+    Ok((ip.to_string(), port))
+}
+
+/// One ready endpoint of the Service for the port asked for (by Service
+/// port number or name; none: the unnamed port), from its EndpointSlices.
+fn service_backend(
+    api: &Api,
+    svc: &Value,
+    ns: &str,
+    id: &str,
+    t: &Target,
+) -> ApiResult<(String, u16)> {
+    let ports = svc["spec"]["ports"].as_array().cloned().unwrap_or_default();
+    let port_name = if let Ok(n) = t.port.parse::<u64>() {
+        let p = ports
+            .iter()
+            .find(|p| p["port"].as_u64() == Some(n))
+            .ok_or_else(|| {
+                ApiError::unavailable(format!(
+                    "no service port {n} found for service {:?}",
+                    t.name
+                ))
+            })?;
+        p["name"].as_str().unwrap_or("").to_string()
+    } else {
+        t.port.clone()
+    };
+    if !t.port.is_empty()
+        && t.port.parse::<u64>().is_err()
+        && !ports
+            .iter()
+            .any(|p| p["name"].as_str() == Some(port_name.as_str()))
+    {
+        return Err(ApiError::bad_request(format!(
+            "no service port named {port_name:?} in service {:?}",
+            t.name
+        )));
+    }
+    let (slices, _) = api.cache.list(&format!("/registry/endpointslices/{ns}/"));
+    let mut candidates = Vec::new();
+    for slice in slices.iter().filter_map(|e| e.value()) {
+        if slice["metadata"]["labels"]["kubernetes.io/service-name"].as_str()
+            != Some(t.name.as_str())
+        {
+            continue;
+        }
+        let Some(port) = slice["ports"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|p| p["name"].as_str().unwrap_or("") == port_name)
+            .and_then(|p| p["port"].as_u64())
+            .and_then(|p| u16::try_from(p).ok())
+        else {
+            continue;
+        };
+        for ep in slice["endpoints"].as_array().into_iter().flatten() {
+            // Absent `ready` means ready, as for EndpointSlice consumers.
+            if ep["conditions"]["ready"].as_bool() == Some(false) {
+                continue;
+            }
+            if let Some(ip) = ep["addresses"][0].as_str() {
+                candidates.push((ip.to_string(), port));
+            }
+        }
+    }
+    if candidates.is_empty() {
+        return Err(ApiError::unavailable(format!(
+            "no endpoints available for service {id:?}"
+        )));
+    }
+    // Spread requests over the endpoints without keeping state.
+    let pick = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos() as usize)
+        .unwrap_or(0)
+        % candidates.len();
+    Ok(candidates.swap_remove(pick))
+}
+
+/// `/api/v1/namespaces/<ns>/<resource>/<id>/proxy/<tail>` → `/<tail>`.
+fn proxy_tail(path: &str, ns: &str, resource: &str) -> Option<String> {
+    let marker = format!("/namespaces/{ns}/{resource}/");
+    let after = &path[path.find(&marker)? + marker.len()..];
+    let rest = &after[after.find('/')?..];
+    let t = rest.strip_prefix("/proxy")?;
+    if t.is_empty() {
+        Some("/".into())
+    } else if t.starts_with('/') {
+        Some(t.to_string())
+    } else {
+        None
+    }
 }
 
 /// `/api/v1/nodes/<name>/proxy/<tail>` → `/<tail>`.
@@ -337,12 +551,24 @@ async fn relay(
     api: &Arc<Api>,
     node: &Value,
     path: String,
-    mut req: Request<Incoming>,
+    req: Request<Incoming>,
 ) -> ApiResult<Resp> {
     let (authority, host) = kubelet_address(node)?;
     let io = http_proxy::connect_tls(&authority, &host, api.kubelet_tls.clone())
         .await
         .map_err(|e| ApiError::unavailable(format!("error dialing backend: {e}")))?;
+    send(io, "kubelet", &authority, path, req).await
+}
+
+/// Sends the client's request (path replaced) on `io`, passing upgrades
+/// and the answer's body through.
+async fn send(
+    io: impl http_proxy::Io,
+    what: &str,
+    authority: &str,
+    path: String,
+    mut req: Request<Incoming>,
+) -> ApiResult<Resp> {
     let client_upgrade =
         http_proxy::is_upgrade(req.headers()).then(|| hyper::upgrade::on(&mut req));
     let (parts, body) = req.into_parts();
@@ -351,11 +577,10 @@ async fn relay(
     *up.uri_mut() = path
         .parse()
         .map_err(|_| ApiError::bad_request(format!("invalid proxy path {path:?}")))?;
-    *up.headers_mut() = http_proxy::upstream_headers(&parts.headers, &authority);
-    // The kubelet speaks JSON and text; clients asking for protobuf get it as is.
-    let resp = http_proxy::forward(io, "kubelet", up, client_upgrade)
+    *up.headers_mut() = http_proxy::upstream_headers(&parts.headers, authority);
+    let resp = http_proxy::forward(io, what, up, client_upgrade)
         .await
-        .map_err(|e| ApiError::unavailable(format!("error trying to reach the kubelet: {e}")))?;
+        .map_err(|e| ApiError::unavailable(format!("error trying to reach {what}: {e}")))?;
     Ok(resp.map(streaming_body))
 }
 
@@ -435,6 +660,68 @@ mod tests {
         let pod = json!({"status": {"containerStatuses": [{"name": "a", "state": {"running": {}}, "lastState": {"terminated": {"exitCode": 1}}}]}});
         assert!(check_log_status(&pod, "p", "a", false).is_ok());
         assert!(check_log_status(&pod, "p", "a", true).is_ok());
+    }
+
+    #[test]
+    fn proxy_targets_and_tails() {
+        let t = split_target("web").unwrap();
+        assert_eq!(
+            (t.https, t.name.as_str(), t.port.as_str()),
+            (false, "web", "")
+        );
+        let t = split_target("web:8080").unwrap();
+        assert_eq!(
+            (t.https, t.name.as_str(), t.port.as_str()),
+            (false, "web", "8080")
+        );
+        let t = split_target("https:web:443").unwrap();
+        assert_eq!(
+            (t.https, t.name.as_str(), t.port.as_str()),
+            (true, "web", "443")
+        );
+        assert!(split_target("ftp:web:21").is_err());
+        assert!(split_target(":80").is_err());
+        assert!(split_target("a:b:c:d").is_err());
+        assert_eq!(
+            proxy_tail(
+                "/api/v1/namespaces/pods/pods/web:80/proxy/a/b",
+                "pods",
+                "pods"
+            )
+            .as_deref(),
+            Some("/a/b")
+        );
+        assert_eq!(
+            proxy_tail("/api/v1/namespaces/d/services/s/proxy", "d", "services").as_deref(),
+            Some("/")
+        );
+        assert_eq!(
+            proxy_tail("/api/v1/namespaces/d/services/s/proxy/", "d", "services").as_deref(),
+            Some("/")
+        );
+    }
+
+    #[test]
+    fn pod_ports_by_number_name_or_first_declared() {
+        let pod = json!({"spec": {"containers": [{"name": "a", "ports": [{"name": "web", "containerPort": 8080}]}]},
+                         "status": {"podIP": "10.244.0.5"}});
+        let t = |id: &str| split_target(id).unwrap();
+        assert_eq!(
+            pod_backend(&pod, &t("p")).unwrap(),
+            ("10.244.0.5".into(), 8080)
+        );
+        assert_eq!(
+            pod_backend(&pod, &t("p:web")).unwrap(),
+            ("10.244.0.5".into(), 8080)
+        );
+        assert_eq!(
+            pod_backend(&pod, &t("p:9000")).unwrap(),
+            ("10.244.0.5".into(), 9000)
+        );
+        assert_eq!(pod_backend(&pod, &t("p:nope")).unwrap_err().code, 400);
+        assert_eq!(pod_backend(&pod, &t("p:70000")).unwrap_err().code, 400);
+        let pending = json!({"spec": {"containers": [{"name": "a"}]}, "status": {}});
+        assert_eq!(pod_backend(&pending, &t("p")).unwrap_err().code, 503);
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! Subresources: status, scale, binding, eviction, namespace finalize, CSR
 //! approval. The node-agent-backed ones (log, exec, attach, port-forward,
-//! node proxy) live in `proxy`; pod and service proxy answer 503.
+//! node, pod and service proxy) live in `proxy`.
 
 use bytes::Bytes;
 use http::Method;

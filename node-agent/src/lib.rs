@@ -263,6 +263,9 @@ pub async fn start(mut config: Config) -> Result<Handle, Error> {
         node_name: config.node_name.clone(),
         pod_logs_dir: config.pod_logs_dir.clone(),
         root_dir: config.root_dir.clone(),
+        authorizer: kubelet_api::authz::Authorizer::new(Arc::new(kubelet_api::authz::ApiReviewer(
+            client.clone(),
+        ))),
     });
     let rotation = kubelet_api::logs::Rotation {
         max_size: config.container_log_max_size,

@@ -116,6 +116,30 @@ impl ControlPlane {
         ))
     }
 
+    /// A client certificate for `user` in `groups` signed by this cluster's
+    /// CA, written as `<dir>/<user>.crt/.key`.
+    pub fn issue_client(
+        &self,
+        user: &str,
+        groups: &[&str],
+        dir: &Path,
+    ) -> Result<(PathBuf, PathBuf)> {
+        let ca = cluster_ca(&self.dir.path().join("tls"))?;
+        std::fs::create_dir_all(dir)?;
+        let spec = k3rs_common::pki::CertSpec {
+            common_name: user.to_string(),
+            organizations: groups.iter().map(|g| g.to_string()).collect(),
+            client: true,
+            validity_days: 30,
+            ..Default::default()
+        };
+        ca.load_or_issue(dir, user, &spec, 1)?;
+        Ok((
+            dir.join(format!("{user}.crt")),
+            dir.join(format!("{user}.key")),
+        ))
+    }
+
     /// Runs kubectl `version` ("1.32", "1.33", ...) with the admin kubeconfig.
     /// `kubectl get <what> -o jsonpath=<path>` with kubectl `version`; the
     /// output, empty when kubectl failed (callers poll until it matches).

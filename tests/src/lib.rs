@@ -11,6 +11,7 @@
 
 pub mod cluster;
 pub mod containerd;
+pub mod fake_dns;
 pub mod fake_node;
 pub mod registry;
 pub mod supervisor;

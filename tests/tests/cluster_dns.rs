@@ -6,15 +6,13 @@
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use hickory_proto::op::{Message, OpCode, Query, ResponseCode};
-use hickory_proto::rr::rdata::A;
-use hickory_proto::rr::{Name, RData, Record, RecordType};
+use hickory_proto::op::{Message, Query, ResponseCode};
+use hickory_proto::rr::{Name, RecordType};
 use k3rs_e2e::cluster::ControlPlane;
 use k3rs_e2e::containerd::{BUSYBOX_IMAGE, Containerd};
+use k3rs_e2e::fake_dns::FakeUpstream;
 use k3rs_e2e::{Backend, TestStore};
 use k3rs_node_agent::dns;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -23,58 +21,6 @@ use tokio::net::{TcpStream, UdpSocket};
 const V: &str = "1.33";
 /// The bundled kube-dns Service manifest, exactly as `k3rs server` deploys it.
 const KUBE_DNS_MANIFEST: &str = include_str!("../../supervisor/manifests/coredns.yaml");
-
-/// A stand-in for the host's resolver: answers `A` for `*.example.org` with
-/// 192.0.2.7 (TTL 60), NXDOMAIN for anything else, and counts queries.
-struct FakeUpstream {
-    addr: SocketAddr,
-    queries: Arc<AtomicUsize>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl FakeUpstream {
-    async fn start() -> Self {
-        let sock = UdpSocket::bind("127.0.0.1:0").await.unwrap();
-        let addr = sock.local_addr().unwrap();
-        let queries = Arc::new(AtomicUsize::new(0));
-        let count = queries.clone();
-        let task = tokio::spawn(async move {
-            let mut buf = vec![0u8; 4096];
-            loop {
-                let Ok((n, peer)) = sock.recv_from(&mut buf).await else {
-                    continue;
-                };
-                let Ok(req) = Message::from_vec(&buf[..n]) else {
-                    continue;
-                };
-                count.fetch_add(1, Ordering::SeqCst);
-                let mut resp = Message::response(req.metadata.id, OpCode::Query);
-                resp.queries = req.queries.clone();
-                resp.metadata.recursion_available = true;
-                match req.queries.first() {
-                    Some(q)
-                        if q.name().to_ascii().ends_with("example.org.")
-                            && q.query_type() == RecordType::A =>
-                    {
-                        resp.add_answer(Record::from_rdata(
-                            q.name().clone(),
-                            60,
-                            RData::A(A::new(192, 0, 2, 7)),
-                        ));
-                    }
-                    Some(q) if q.name().to_ascii().ends_with("example.org.") => {}
-                    _ => resp.metadata.response_code = ResponseCode::NXDomain,
-                }
-                let _ = sock.send_to(&resp.to_vec().unwrap(), peer).await;
-            }
-        });
-        Self {
-            addr,
-            queries,
-            task,
-        }
-    }
-}
 
 fn query_bytes(name: &str, t: RecordType) -> Vec<u8> {
     let mut m = Message::query();
@@ -183,7 +129,7 @@ async fn cluster_dns_answers_from_the_api() {
     let cp = ControlPlane::start(store.endpoint())
         .await
         .expect("apiserver");
-    let upstream = FakeUpstream::start().await;
+    let upstream = FakeUpstream::start().await.unwrap();
     let settings = dns::Settings {
         listen: Some("127.0.0.1:0".parse().unwrap()),
         upstreams: vec![upstream.addr],
@@ -242,7 +188,7 @@ async fn cluster_dns_answers_from_the_api() {
         let m = ask(at, name, RecordType::A).await;
         assert_eq!(m.metadata.response_code, ResponseCode::NXDomain, "{name}");
     }
-    assert_eq!(upstream.queries.load(Ordering::SeqCst), 0);
+    assert_eq!(upstream.count(), 0);
 
     cp.kubectl_in(V, &["apply", "-f", "-"], Some(OBJECTS)).await;
     let web_ip = jsonpath(&cp, &["svc", "web"], "{.spec.clusterIP}").await;
@@ -332,20 +278,16 @@ async fn cluster_dns_answers_from_the_api() {
     assert_eq!(m.answers[1].data.to_string(), "192.0.2.7");
 
     // Other names are forwarded, and the answer is cached with its TTL counting down.
-    let before = upstream.queries.load(Ordering::SeqCst);
+    let before = upstream.count();
     let m = ask(at, "api.example.org.", RecordType::A).await;
     assert_eq!(rdata(&m), ["192.0.2.7"]);
-    assert_eq!(upstream.queries.load(Ordering::SeqCst), before + 1);
+    assert_eq!(upstream.count(), before + 1);
     for _ in 0..5 {
         let m = ask(at, "API.example.org.", RecordType::A).await;
         assert_eq!(rdata(&m), ["192.0.2.7"]);
         assert!(m.answers[0].ttl <= 30, "capped: {}", m.answers[0].ttl);
     }
-    assert_eq!(
-        upstream.queries.load(Ordering::SeqCst),
-        before + 1,
-        "cached"
-    );
+    assert_eq!(upstream.count(), before + 1, "cached");
     let m = ask(at, "nowhere.invalid.", RecordType::A).await;
     assert_eq!(m.metadata.response_code, ResponseCode::NXDomain);
 
@@ -384,7 +326,7 @@ async fn cluster_dns_answers_from_the_api() {
     }
 
     server.stop().await;
-    upstream.task.abort();
+    drop(upstream);
     cp.shutdown();
     drop(store);
 }
@@ -447,7 +389,7 @@ async fn pod_resolves_the_kubernetes_service() {
     c.dns.enabled = true;
     c.dns.link_name = LINK.into();
     // Names outside the cluster stay on this machine too.
-    let upstream = FakeUpstream::start().await;
+    let upstream = FakeUpstream::start().await.unwrap();
     c.dns.upstreams = vec![upstream.addr];
     let agent = k3rs_node_agent::start(c).await.expect("start agent");
 
@@ -556,76 +498,8 @@ spec:
     )
     .await;
     agent.stop().await;
-    upstream.task.abort();
+    drop(upstream);
     drop(ctd);
-    cp.shutdown();
-    drop(store);
-}
-
-// ---- benchmark (a program run on demand, not a timed test) ----
-
-/// Sequential UDP queries for `name`: (queries/s, p50, p99).
-async fn measure(at: SocketAddr, name: &str, n: usize) -> (f64, Duration, Duration) {
-    let sock = UdpSocket::bind("127.0.0.1:0").await.unwrap();
-    sock.connect(at).await.unwrap();
-    let q = query_bytes(name, RecordType::A);
-    let mut buf = vec![0u8; 4096];
-    let mut lat = Vec::with_capacity(n);
-    let start = Instant::now();
-    for _ in 0..n {
-        let t = Instant::now();
-        sock.send(&q).await.unwrap();
-        tokio::time::timeout(Duration::from_secs(2), sock.recv(&mut buf))
-            .await
-            .expect("answer")
-            .unwrap();
-        lat.push(t.elapsed());
-    }
-    let qps = n as f64 / start.elapsed().as_secs_f64();
-    lat.sort();
-    (qps, lat[n / 2], lat[n * 99 / 100])
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "benchmark: cargo test -p k3rs-e2e --test cluster_dns -- --ignored --nocapture"]
-async fn bench_cluster_dns() {
-    let store = TestStore::start(Backend::Sqlite).await.expect("datastore");
-    let cp = ControlPlane::start(store.endpoint())
-        .await
-        .expect("apiserver");
-    let upstream = FakeUpstream::start().await;
-    let settings = dns::Settings {
-        listen: Some("127.0.0.1:0".parse().unwrap()),
-        upstreams: vec![upstream.addr],
-        ..Default::default()
-    };
-    let client = k3rs_node_agent::client_from_kubeconfig(&cp.kubeconfig)
-        .await
-        .unwrap();
-    let server = dns::start(client, &settings, &[], "cluster.local")
-        .await
-        .expect("dns");
-    let at = server.local_addr;
-    const N: usize = 20_000;
-    // Warm up both paths (the forward fills the cache).
-    measure(at, "kubernetes.default.svc.cluster.local.", 200).await;
-    measure(at, "api.example.org.", 200).await;
-    let (svc_qps, svc_p50, svc_p99) = measure(at, "kubernetes.default.svc.cluster.local.", N).await;
-    let (fwd_qps, fwd_p50, fwd_p99) = measure(at, "api.example.org.", N).await;
-    println!("cluster DNS, {N} sequential UDP queries each:");
-    println!("  service name : {svc_qps:>9.0} q/s  p50 {svc_p50:?}  p99 {svc_p99:?}");
-    println!("  cached fwd   : {fwd_qps:>9.0} q/s  p50 {fwd_p50:?}  p99 {fwd_p99:?}");
-    println!(
-        "  ratio service/cached-forward: {:.2}x q/s, p99 {:.2}x",
-        svc_qps / fwd_qps,
-        svc_p99.as_secs_f64() / fwd_p99.as_secs_f64()
-    );
-    println!(
-        "  upstream queries: {}",
-        upstream.queries.load(Ordering::SeqCst)
-    );
-    server.stop().await;
-    upstream.task.abort();
     cp.shutdown();
     drop(store);
 }

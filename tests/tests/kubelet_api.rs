@@ -2,8 +2,10 @@
 //! containerd, the node agent in-process serving its kubelet API with a
 //! certificate from the cluster CA, and kubectl (1.32, which tries
 //! WebSocket first, and 1.27, SPDY only) running logs, exec, attach, cp and
-//! port-forward through the API server. Needs root and the packages
-//! scripts/setup.sh installs.
+//! port-forward through the API server; the kubelet API's authorization
+//! (SubjectAccessReview against RBAC) for a user of its own; and the API
+//! server's pods/proxy and services/proxy to a real pod. Needs root and the
+//! packages scripts/setup.sh installs.
 
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
@@ -197,6 +199,9 @@ async fn kubectl_logs_exec_cp_port_forward_through_the_kubelet_api() {
     }
     wait_running(&cp, &ctd, "web").await;
     wait_running(&cp, &ctd, "pf").await;
+    // A CA-signed user without RBAC is refused; the binding made here is
+    // checked after the kubectl rounds, once the cached denial expired.
+    let alice = alice_is_forbidden(&cp, agent.kubelet_addr, dir.path()).await;
 
     for v in VERSIONS {
         // logs, --tail, --timestamps.
@@ -337,6 +342,9 @@ async fn kubectl_logs_exec_cp_port_forward_through_the_kubelet_api() {
         port_forward(&cp, v).await;
     }
 
+    alice_is_allowed_after_binding(agent.kubelet_addr, &alice).await;
+    pod_and_service_proxy(&cp).await;
+
     // --previous after a restart.
     let restarted = wait_for(&cp, &ctd, "again restarted", || async {
         let s = jsonpath(
@@ -446,29 +454,269 @@ async fn kubectl_logs_exec_cp_port_forward_through_the_kubelet_api() {
         .status();
 }
 
+type ClientCert = (std::path::PathBuf, std::path::PathBuf);
+
+/// The raw HTTP/1.1 answer of the kubelet API to `method path`.
+/// `client`: the client certificate and key to present.
+async fn kubelet_request(
+    addr: std::net::SocketAddr,
+    client: Option<&ClientCert>,
+    method: &str,
+    path: &str,
+) -> String {
+    let tls = k3rs_common::tls::client_config_opt_ca(
+        None,
+        client.map(|(c, k)| (c.as_path(), k.as_path())),
+    )
+    .expect("tls");
+    let io = k3rs_common::http_proxy::connect_tls(
+        &addr.to_string(),
+        &addr.ip().to_string(),
+        std::sync::Arc::new(tls),
+    )
+    .await
+    .expect("dial kubelet");
+    let (mut r, mut w) = tokio::io::split(io);
+    w.write_all(
+        format!(
+            "{method} {path} HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        )
+        .as_bytes(),
+    )
+    .await
+    .unwrap();
+    let mut out = String::new();
+    let _ = tokio::time::timeout(Duration::from_secs(20), r.read_to_string(&mut out)).await;
+    out
+}
+
 async fn unauthenticated_is_refused(addr: std::net::SocketAddr) {
-    let tls = k3rs_common::tls::client_config_opt_ca(None, None).expect("tls");
     for (path, code) in [("/healthz", "200"), ("/pods", "401")] {
-        let io = k3rs_common::http_proxy::connect_tls(
-            &addr.to_string(),
-            &addr.ip().to_string(),
-            std::sync::Arc::new(tls.clone()),
-        )
-        .await
-        .expect("dial kubelet");
-        let (mut r, mut w) = tokio::io::split(io);
-        w.write_all(
-            format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes(),
-        )
-        .await
-        .unwrap();
-        let mut out = String::new();
-        let _ = r.read_to_string(&mut out).await;
+        let out = kubelet_request(addr, None, "GET", path).await;
         assert!(
             out.starts_with(&format!("HTTP/1.1 {code}")),
             "{path}: {out}"
         );
     }
+}
+
+/// What the API server's SubjectAccessReview says about `user` and `verb`
+/// on nodes/`sub` of our node.
+async fn access_review(cp: &ControlPlane, user: &str, verb: &str, sub: &str) -> String {
+    let sar = format!(
+        "apiVersion: authorization.k8s.io/v1\nkind: SubjectAccessReview\nspec:\n  user: {user}\n  groups: [devs, system:authenticated]\n  resourceAttributes: {{verb: {verb}, resource: nodes, subresource: {sub}, name: {NODE}}}\n"
+    );
+    cp.kubectl_in(
+        V,
+        &[
+            "create",
+            "--validate=false",
+            "-f",
+            "-",
+            "-o",
+            "jsonpath={.status.allowed}",
+        ],
+        Some(&sar),
+    )
+    .await
+}
+
+/// Alice has a certificate from the cluster CA but no RBAC: the kubelet API
+/// authenticates her and refuses with kubelet's message. Then she is bound
+/// to a role with `nodes/proxy get`; her client TLS config is returned.
+async fn alice_is_forbidden(
+    cp: &ControlPlane,
+    addr: std::net::SocketAddr,
+    dir: &std::path::Path,
+) -> ClientCert {
+    let tls = cp
+        .issue_client("alice", &["devs"], &dir.join("alice"))
+        .expect("alice's cert");
+    for (method, path, verb, sub) in [
+        ("GET", "/pods", "get", "proxy"),
+        ("GET", "/containerLogs/default/web/app", "get", "proxy"),
+        ("GET", "/stats/summary", "get", "stats"),
+        (
+            "POST",
+            "/exec/default/web/app?command=true",
+            "create",
+            "proxy",
+        ),
+    ] {
+        let out = kubelet_request(addr, Some(&tls), method, path).await;
+        assert!(out.starts_with("HTTP/1.1 403"), "{path}: {out}");
+        let want =
+            format!("Forbidden (user=alice, verb={verb}, resource=nodes, subresource(s)=[{sub}])");
+        assert!(out.contains(&want), "{path}: {out}");
+    }
+    assert_eq!(access_review(cp, "alice", "get", "proxy").await, "false");
+    let rbac = "apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRole
+metadata: {name: node-proxy-reader}
+rules:
+- apiGroups: [\"\"]
+  resources: [nodes/proxy]
+  verbs: [get]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRoleBinding
+metadata: {name: alice-node-proxy}
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: node-proxy-reader}
+subjects:
+- {apiGroup: rbac.authorization.k8s.io, kind: User, name: alice}
+";
+    cp.kubectl_in(V, &["apply", "-f", "-"], Some(rbac)).await;
+    // The API server answers from RBAC at once (the kubelet caches).
+    assert_eq!(access_review(cp, "alice", "get", "proxy").await, "true");
+    assert_eq!(access_review(cp, "alice", "create", "proxy").await, "false");
+    assert_eq!(access_review(cp, "alice", "get", "stats").await, "false");
+    assert_eq!(access_review(cp, "bob", "get", "proxy").await, "false");
+    tls
+}
+
+/// Once the kubelet's cached denial (30 s) has expired, the binding lets
+/// Alice read pods and logs, but nothing the role does not grant.
+async fn alice_is_allowed_after_binding(addr: std::net::SocketAddr, tls: &ClientCert) {
+    let deadline = Instant::now() + Duration::from_secs(45);
+    loop {
+        let out = kubelet_request(addr, Some(tls), "GET", "/pods").await;
+        if out.starts_with("HTTP/1.1 200") {
+            assert!(out.contains("\"kind\":\"PodList\""), "{out}");
+            break;
+        }
+        assert!(
+            out.starts_with("HTTP/1.1 403") && Instant::now() < deadline,
+            "alice still refused: {out}"
+        );
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    let out = kubelet_request(
+        addr,
+        Some(tls),
+        "GET",
+        "/containerLogs/default/web/app?tailLines=1",
+    )
+    .await;
+    assert!(
+        out.starts_with("HTTP/1.1 200") && out.contains("tick-"),
+        "{out}"
+    );
+    for (method, path) in [
+        ("GET", "/stats/summary"),
+        ("POST", "/exec/default/web/app?command=true"),
+    ] {
+        let out = kubelet_request(addr, Some(tls), method, path).await;
+        assert!(out.starts_with("HTTP/1.1 403"), "{path}: {out}");
+    }
+}
+
+/// pods/proxy and services/proxy reach busybox httpd in pod `pf` (port
+/// 8080), through `kubectl get --raw` and through `kubectl proxy`.
+async fn pod_and_service_proxy(cp: &ControlPlane) {
+    let raw = |p: String| async move { cp.kubectl(V, &["get", "--raw", &p]).await };
+    let fails = |p: String| async move { cp.kubectl_fails(V, &["get", "--raw", &p], None).await };
+    let base = "/api/v1/namespaces/default";
+    assert_eq!(
+        raw(format!("{base}/pods/pf:8080/proxy/index.html")).await,
+        "pf-ok\n"
+    );
+    assert_eq!(
+        raw(format!("{base}/pods/http:pf:8080/proxy/index.html")).await,
+        "pf-ok\n"
+    );
+    let err = fails(format!("{base}/pods/ghost:8080/proxy/")).await;
+    assert!(err.contains("pods \"ghost\" not found"), "{err}");
+    let err = fails(format!("{base}/pods/pf:http/proxy/")).await;
+    assert!(
+        err.contains("BadRequest") && err.contains("no port named"),
+        "{err}"
+    );
+
+    // A Service without a selector and a hand-made EndpointSlice (no
+    // controller manager runs here), plus one with no endpoints at all.
+    let ip = jsonpath(cp, &["pod", "pf"], "{.status.podIP}").await;
+    let objs = format!(
+        "apiVersion: v1
+kind: Service
+metadata: {{name: pfsvc}}
+spec:
+  ports: [{{name: http, port: 80, targetPort: 8080}}]
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata:
+  name: pfsvc-1
+  labels: {{kubernetes.io/service-name: pfsvc}}
+addressType: IPv4
+endpoints:
+- addresses: [\"{ip}\"]
+  conditions: {{ready: true}}
+ports: [{{name: http, port: 8080, protocol: TCP}}]
+---
+apiVersion: v1
+kind: Service
+metadata: {{name: empty}}
+spec:
+  ports: [{{port: 80}}]
+"
+    );
+    cp.kubectl_in(V, &["apply", "-f", "-"], Some(&objs)).await;
+    for id in ["pfsvc:http", "pfsvc:80", "http:pfsvc:80"] {
+        assert_eq!(
+            raw(format!("{base}/services/{id}/proxy/index.html")).await,
+            "pf-ok\n",
+            "{id}"
+        );
+    }
+    let err = fails(format!("{base}/services/empty/proxy/")).await;
+    assert!(
+        err.contains("ServiceUnavailable")
+            && err.contains("no endpoints available for service \"empty\""),
+        "{err}"
+    );
+    let err = fails(format!("{base}/services/pfsvc:81/proxy/")).await;
+    assert!(
+        err.contains("no service port 81 found for service \"pfsvc\""),
+        "{err}"
+    );
+    let err = fails(format!("{base}/services/ftp:pfsvc:21/proxy/")).await;
+    assert!(err.contains("BadRequest"), "{err}");
+
+    // kubectl proxy on a free port, then plain HTTP through it.
+    let mut child = cp
+        .kubectl_command(V, &["proxy", "--port=0", "--address=127.0.0.1"])
+        .unwrap()
+        .spawn()
+        .unwrap();
+    let line = read_until(&mut child, |l| l.starts_with("Starting to serve on "))
+        .await
+        .unwrap_or_else(|e| panic!("kubectl proxy: {e}"));
+    let at = line
+        .trim_start_matches("Starting to serve on ")
+        .trim()
+        .to_string();
+    for path in [
+        format!("{base}/services/pfsvc:http/proxy/index.html"),
+        format!("{base}/pods/pf:8080/proxy/index.html"),
+    ] {
+        let mut s = tokio::net::TcpStream::connect(&at)
+            .await
+            .unwrap_or_else(|e| panic!("connect to kubectl proxy at {at}: {e}"));
+        // kubectl proxy only accepts local Host headers; HTTP/1.0 keeps
+        // the body unchunked.
+        s.write_all(format!("GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").as_bytes())
+            .await
+            .unwrap();
+        let mut resp = String::new();
+        let _ = tokio::time::timeout(Duration::from_secs(20), s.read_to_string(&mut resp)).await;
+        assert!(
+            resp.contains(" 200 OK") && resp.ends_with("pf-ok\n"),
+            "{path}: {resp}"
+        );
+    }
+    let _ = child.kill().await;
+    cp.kubectl(V, &["delete", "service", "pfsvc", "empty"])
+        .await;
 }
 
 async fn exec_tty(cp: &ControlPlane, v: &str) -> String {

@@ -207,26 +207,34 @@ impl Forwarder {
         &self.upstreams
     }
 
-    /// The answer to `request` (its id and question echoed), from the
-    /// cache or the first upstream that answers.
-    pub async fn resolve(&self, request: &Message) -> Result<Message, ForwardError> {
-        let key = request.queries.first().map(|q| CacheKey {
+    fn key(request: &Message) -> Option<CacheKey> {
+        request.queries.first().map(|q| CacheKey {
             name: q.name().to_ascii().to_ascii_lowercase(),
             qtype: u16::from(q.query_type()),
             qclass: u16::from(q.query_class()),
-        });
-        if let Some(k) = &key {
-            let hit = self
-                .cache
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .get(k, Instant::now());
-            if let Some(mut m) = hit {
-                m.metadata.id = request.metadata.id;
-                m.queries = request.queries.clone();
-                return Ok(m);
-            }
+        })
+    }
+
+    /// The cached answer to `request`, without going upstream.
+    pub fn cached(&self, request: &Message) -> Option<Message> {
+        let key = Self::key(request)?;
+        let mut m = self
+            .cache
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&key, Instant::now())?;
+        m.metadata.id = request.metadata.id;
+        m.queries = request.queries.clone();
+        Some(m)
+    }
+
+    /// The answer to `request` (its id and question echoed), from the
+    /// cache or the first upstream that answers.
+    pub async fn resolve(&self, request: &Message) -> Result<Message, ForwardError> {
+        if let Some(m) = self.cached(request) {
+            return Ok(m);
         }
+        let key = Self::key(request);
         let mut last = ForwardError::NoUpstream;
         for &addr in &self.upstreams {
             match exchange(addr, request).await {

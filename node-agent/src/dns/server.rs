@@ -36,41 +36,111 @@ impl Resolver {
     /// The response to the wire message `bytes`; `udp` limits its size
     /// (truncated with TC set when too large). `None`: not worth an answer.
     pub async fn handle(&self, bytes: &[u8], udp: bool) -> Option<Vec<u8>> {
+        let request = match self.parse(bytes) {
+            Ok(r) => r,
+            Err(reply) => return reply,
+        };
+        let response = match self.respond_now(&request) {
+            Some(m) => m,
+            None => self.respond(&request).await,
+        };
+        finish(&request, response, udp)
+    }
+
+    /// [`handle`](Self::handle) without waiting: `Some` when the answer
+    /// comes from the zone or the forward cache (the hot path the UDP loop
+    /// answers inline, with no task per query), `None` when it needs an
+    /// upstream.
+    pub fn handle_now(&self, bytes: &[u8], udp: bool) -> Option<Option<Vec<u8>>> {
+        let request = match self.parse(bytes) {
+            Ok(r) => r,
+            Err(reply) => return Some(reply),
+        };
+        let response = self.respond_now(&request)?;
+        Some(finish(&request, response, udp))
+    }
+
+    /// The request, or the reply for what is not one: FORMERR when at
+    /// least the header is readable, silence otherwise and for responses.
+    fn parse(&self, bytes: &[u8]) -> Result<Message, Option<Vec<u8>>> {
         let request = match Message::from_vec(bytes) {
             Ok(m) => m,
             Err(_) => {
-                // Answer FORMERR when at least the id is readable.
-                let id = u16::from_be_bytes([*bytes.first()?, *bytes.get(1)?]);
                 if bytes.len() < 12 {
-                    return None;
+                    return Err(None);
                 }
+                let id = u16::from_be_bytes([bytes[0], bytes[1]]);
                 let m = Message::error_msg(id, OpCode::Query, ResponseCode::FormErr);
-                return m.to_vec().ok();
+                return Err(m.to_vec().ok());
             }
         };
         if request.metadata.message_type != MessageType::Query {
-            return None;
+            return Err(None);
         }
-        let mut response = self.respond(&request).await;
-        response.metadata.recursion_desired = request.metadata.recursion_desired;
-        response.metadata.recursion_available = true;
-        response.metadata.checking_disabled = request.metadata.checking_disabled;
-        response.edns = request.edns.as_ref().map(|_| {
-            let mut e = Edns::new();
-            e.set_max_payload(EDNS_PAYLOAD);
-            e
-        });
-        let limit = match &request.edns {
-            Some(e) => usize::from(e.max_payload().clamp(512, EDNS_PAYLOAD)),
-            None => PLAIN_UDP_LIMIT,
+        Ok(request)
+    }
+
+    /// The answer when nothing has to be asked upstream: errors, the zone
+    /// (CNAMEs chased inside it), forward cache hits.
+    fn respond_now(&self, request: &Message) -> Option<Message> {
+        let id = request.metadata.id;
+        if request.metadata.op_code != OpCode::Query {
+            return Some(with_queries(
+                Message::error_msg(id, request.metadata.op_code, ResponseCode::NotImp),
+                request,
+            ));
+        }
+        let [query] = request.queries.as_slice() else {
+            return Some(with_queries(
+                Message::error_msg(id, OpCode::Query, ResponseCode::FormErr),
+                request,
+            ));
         };
-        let out = response.to_vec().ok()?;
-        if udp && out.len() > limit {
-            let mut t = response.truncate();
-            t.metadata.id = request.metadata.id;
-            return t.to_vec().ok();
+        let qtype = query.query_type();
+        let mut m = with_queries(Message::response(id, OpCode::Query), request);
+        match self.lookup(query.name(), qtype) {
+            Lookup::NotOurs => return self.forwarder.cached(request),
+            Lookup::NxDomain(soa) => {
+                m.metadata.authoritative = true;
+                m.metadata.response_code = ResponseCode::NXDomain;
+                m.add_authority(soa);
+            }
+            Lookup::NoData(soa) => {
+                m.metadata.authoritative = true;
+                m.add_authority(soa);
+            }
+            Lookup::Answer {
+                answers,
+                additionals,
+            } => {
+                m.metadata.authoritative = true;
+                m.add_answers(answers);
+                m.add_additionals(additionals);
+                if qtype != RecordType::CNAME && !self.chase_in_zone(&mut m, qtype) {
+                    // The chain leaves the zone: the async path asks upstream.
+                    return None;
+                }
+            }
         }
-        Some(out)
+        Some(m)
+    }
+
+    /// Follows a trailing CNAME inside the zone; false when it points out
+    /// of the zone (an upstream has to finish it).
+    fn chase_in_zone(&self, m: &mut Message, qtype: RecordType) -> bool {
+        for _ in 0..MAX_CHASE {
+            let Some(target) = last_cname(&m.answers) else {
+                return true;
+            };
+            match self.lookup(&target, qtype) {
+                Lookup::Answer { answers, .. } => {
+                    m.add_answers(answers);
+                }
+                Lookup::NotOurs => return false,
+                Lookup::NxDomain(_) | Lookup::NoData(_) => return true,
+            }
+        }
+        true
     }
 
     async fn respond(&self, request: &Message) -> Message {
@@ -158,6 +228,30 @@ impl Resolver {
     }
 }
 
+/// The wire answer to `request`: flags copied, EDNS echoed, truncated to
+/// the client's UDP size.
+fn finish(request: &Message, mut response: Message, udp: bool) -> Option<Vec<u8>> {
+    response.metadata.recursion_desired = request.metadata.recursion_desired;
+    response.metadata.recursion_available = true;
+    response.metadata.checking_disabled = request.metadata.checking_disabled;
+    response.edns = request.edns.as_ref().map(|_| {
+        let mut e = Edns::new();
+        e.set_max_payload(EDNS_PAYLOAD);
+        e
+    });
+    let limit = match &request.edns {
+        Some(e) => usize::from(e.max_payload().clamp(512, EDNS_PAYLOAD)),
+        None => PLAIN_UDP_LIMIT,
+    };
+    let out = response.to_vec().ok()?;
+    if udp && out.len() > limit {
+        let mut t = response.truncate();
+        t.metadata.id = request.metadata.id;
+        return t.to_vec().ok();
+    }
+    Some(out)
+}
+
 fn last_cname(answers: &[Record]) -> Option<hickory_proto::rr::Name> {
     match answers.last().map(|r| &r.data) {
         Some(RData::CNAME(c)) => Some(c.0.clone()),
@@ -205,6 +299,16 @@ pub async fn serve(udp: UdpSocket, tcp: TcpListener, resolver: Arc<Resolver>) {
                 continue;
             }
         };
+        // Zone answers and cache hits are ready at once: answered here,
+        // without a task, an allocation or a permit per query.
+        if let Some(reply) = resolver.handle_now(&buf[..n], true) {
+            if let Some(out) = reply
+                && let Err(e) = udp.send_to(&out, peer).await
+            {
+                tracing::debug!(%peer, error = %e, "DNS UDP reply");
+            }
+            continue;
+        }
         let Ok(permit) = in_flight.clone().try_acquire_owned() else {
             tracing::debug!(%peer, "DNS overloaded; dropping a query");
             continue;
@@ -412,5 +516,202 @@ mod tests {
         let m = Message::from_vec(&out).unwrap();
         assert_eq!(m.metadata.id, 0x1234);
         assert_eq!(m.metadata.response_code, ResponseCode::FormErr);
+    }
+
+    /// A tiny deterministic PRNG (xorshift64*), so failures replay.
+    struct Rng(u64);
+
+    impl Rng {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 >> 12;
+            self.0 ^= self.0 << 25;
+            self.0 ^= self.0 >> 27;
+            self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+        }
+        fn below(&mut self, n: usize) -> usize {
+            (self.next() % n.max(1) as u64) as usize
+        }
+    }
+
+    /// Valid queries the mutations start from: every kind the zone answers,
+    /// plus names outside it (forwarded; no upstream here, so SERVFAIL).
+    fn seeds() -> Vec<Vec<u8>> {
+        let mut v = Vec::new();
+        for (name, t) in [
+            ("kubernetes.default.svc.cluster.local.", RecordType::A),
+            ("kubernetes.default.svc.cluster.local.", RecordType::AAAA),
+            (
+                "_https._tcp.kubernetes.default.svc.cluster.local.",
+                RecordType::SRV,
+            ),
+            ("big.default.svc.cluster.local.", RecordType::A),
+            ("alias.default.svc.cluster.local.", RecordType::A),
+            ("nope.default.svc.cluster.local.", RecordType::A),
+            ("1.0.43.10.in-addr.arpa.", RecordType::PTR),
+            ("cluster.local.", RecordType::SOA),
+            ("example.org.", RecordType::A),
+        ] {
+            v.push(query(name, t, false));
+            v.push(query(name, t, true));
+        }
+        v
+    }
+
+    fn mutate(rng: &mut Rng, seed: &[u8]) -> Vec<u8> {
+        let mut p = seed.to_vec();
+        for _ in 0..=rng.below(4) {
+            match rng.below(6) {
+                // Flip a bit.
+                0 if !p.is_empty() => {
+                    let i = rng.below(p.len());
+                    p[i] ^= 1 << rng.below(8);
+                }
+                // Overwrite a byte (counts, lengths, label bytes).
+                1 if !p.is_empty() => {
+                    let i = rng.below(p.len());
+                    p[i] = rng.next() as u8;
+                }
+                // Truncate.
+                2 => p.truncate(rng.below(p.len() + 1)),
+                // Insert a byte.
+                3 => {
+                    let i = rng.below(p.len() + 1);
+                    p.insert(i, rng.next() as u8);
+                }
+                // A compression pointer somewhere (loops, forward jumps).
+                4 if p.len() > 13 => {
+                    let i = 12 + rng.below(p.len() - 13);
+                    p[i] = 0xc0 | (rng.next() as u8 & 0x3f);
+                    p[i + 1] = rng.next() as u8;
+                }
+                // Append junk.
+                _ => {
+                    for _ in 0..rng.below(16) {
+                        p.push(rng.next() as u8);
+                    }
+                }
+            }
+        }
+        p
+    }
+
+    /// Checks an answer to `packet`: it parses, echoes the id and carries a
+    /// response code that fits what was asked.
+    fn check_answer(packet: &[u8], out: &[u8]) {
+        let m = Message::from_vec(out)
+            .unwrap_or_else(|e| panic!("unparseable answer {out:02x?} to {packet:02x?}: {e}"));
+        assert_eq!(m.metadata.message_type, MessageType::Response);
+        assert_eq!(&out[..2], &packet[..2], "id echoed for {packet:02x?}");
+        match Message::from_vec(packet) {
+            // What we could not parse gets FORMERR.
+            Err(_) => assert_eq!(m.metadata.response_code, ResponseCode::FormErr),
+            Ok(q) if q.metadata.op_code != OpCode::Query => {
+                assert_eq!(m.metadata.response_code, ResponseCode::NotImp)
+            }
+            Ok(q) if q.queries.len() != 1 => {
+                assert_eq!(m.metadata.response_code, ResponseCode::FormErr)
+            }
+            Ok(_) => assert!(
+                matches!(
+                    m.metadata.response_code,
+                    ResponseCode::NoError | ResponseCode::NXDomain | ResponseCode::ServFail
+                ),
+                "{:?} for {packet:02x?}",
+                m.metadata.response_code
+            ),
+        }
+    }
+
+    #[tokio::test]
+    async fn fuzzed_packets_never_panic_and_get_fitting_answers() {
+        let r = resolver();
+        let seeds = seeds();
+        let mut rng = Rng(0x6b33_7273_646e_7321);
+        let (mut answered, mut formerr) = (0, 0);
+        for case in 0..100_000 {
+            let packet = if case % 4 == 0 {
+                // Pure noise, mostly header-sized or a little more.
+                let len = rng.below(64);
+                (0..len).map(|_| rng.next() as u8).collect::<Vec<u8>>()
+            } else {
+                let seed = &seeds[rng.below(seeds.len())];
+                mutate(&mut rng, seed)
+            };
+            for udp in [true, false] {
+                let reply = r.handle(&packet, udp).await;
+                // The inline path the UDP loop takes agrees whenever it answers.
+                if let Some(now) = r.handle_now(&packet, udp) {
+                    assert_eq!(now, reply, "{packet:02x?}");
+                }
+                let Some(out) = reply else {
+                    // Silence only for what cannot be answered: too short
+                    // for a header, or not a query.
+                    let short = packet.len() < 12;
+                    let not_query = Message::from_vec(&packet)
+                        .is_ok_and(|m| m.metadata.message_type != MessageType::Query);
+                    assert!(short || not_query, "no answer to {packet:02x?}");
+                    continue;
+                };
+                if udp {
+                    assert!(out.len() <= usize::from(EDNS_PAYLOAD), "{packet:02x?}");
+                }
+                check_answer(&packet, &out);
+                answered += 1;
+                if out[3] & 0x0f == 1 {
+                    formerr += 1;
+                }
+            }
+        }
+        // The mix really reached both the parser's error path and the zone.
+        assert!(
+            answered > 100_000 && formerr > 10_000,
+            "{answered} {formerr}"
+        );
+    }
+
+    #[tokio::test]
+    async fn garbage_over_udp_does_not_stop_the_server() {
+        let (udp, tcp) = bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
+        let at = udp.local_addr().unwrap();
+        let server = tokio::spawn(serve(udp, tcp, Arc::new(resolver())));
+        let sock = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        sock.connect(at).await.unwrap();
+        let mut buf = vec![0u8; 4096];
+        let valid = query(
+            "kubernetes.default.svc.cluster.local.",
+            RecordType::A,
+            false,
+        );
+        let mut rng = Rng(7);
+        for round in 0..50 {
+            // Garbage: empty, shorter than a header, a truncated query, noise.
+            let junk: Vec<u8> = match round % 4 {
+                0 => vec![],
+                1 => vec![0xab],
+                2 => valid[..valid.len() - 3].to_vec(),
+                _ => (0..rng.below(300) + 12).map(|_| rng.next() as u8).collect(),
+            };
+            sock.send(&junk).await.unwrap();
+            sock.send(&valid).await.unwrap();
+            // Answers to the junk (FORMERR) may come first; the valid one must come.
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
+            loop {
+                let n = tokio::time::timeout_at(deadline, sock.recv(&mut buf))
+                    .await
+                    .unwrap_or_else(|_| panic!("round {round}: no answer to the valid query"))
+                    .unwrap();
+                let m = Message::from_vec(&buf[..n]).unwrap();
+                if m.metadata.id == 4242 && m.metadata.response_code == ResponseCode::NoError {
+                    assert_eq!(m.answers[0].data.to_string(), "10.43.0.1");
+                    break;
+                }
+                // Only junk with a whole header is worth an answer.
+                assert!(
+                    n >= 12 && junk.len() >= 12,
+                    "round {round}: an answer to {junk:02x?}: {m:?}"
+                );
+            }
+        }
+        server.abort();
     }
 }

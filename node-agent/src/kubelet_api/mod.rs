@@ -2,11 +2,13 @@
 //! `kubectl logs/exec/attach/port-forward/cp` and `nodes/<n>/proxy/...`.
 //!
 //! HTTPS with client certificates verified against the cluster CA; only
-//! `/healthz` answers without one. Endpoints follow upstream paths and
+//! `/healthz` answers without one. Every other request is authorized by
+//! the API server (`authz`, kubelet's Webhook mode). Endpoints follow upstream paths and
 //! query parameters: `/containerLogs/{ns}/{pod}/{container}`,
 //! `/exec|attach/{ns}/{pod}/{container}`, `/portForward/{ns}/{pod}`, `/pods`,
 //! `/healthz`, `/stats/summary`, `/metrics`, `/metrics/resource`.
 
+pub mod authz;
 pub mod logs;
 pub mod stats;
 pub mod streaming;
@@ -70,6 +72,8 @@ pub struct State {
     pub node_name: String,
     pub pod_logs_dir: PathBuf,
     pub root_dir: PathBuf,
+    /// Asks the API server who may do what (SubjectAccessReview, cached).
+    pub authorizer: authz::Authorizer,
 }
 
 /// The certificate and key paths to serve with, creating a self-signed pair
@@ -173,16 +177,16 @@ pub async fn serve(l: Listener, state: Arc<State>) {
                 Err(_) => return,
             };
             // rustls verified any presented chain against the client CA.
-            let authenticated = tls
+            let user = tls
                 .get_ref()
                 .1
                 .peer_certificates()
-                .is_some_and(|c| !c.is_empty());
+                .and_then(|c| c.first())
+                .and_then(|c| authz::User::from_cert(c.as_ref()));
             let svc = hyper::service::service_fn(move |req| {
                 let state = state.clone();
-                async move {
-                    Ok::<_, std::convert::Infallible>(handle(&state, authenticated, req).await)
-                }
+                let user = user.clone();
+                async move { Ok::<_, std::convert::Infallible>(handle(&state, user, req).await) }
             });
             if let Err(e) = hyper::server::conn::http1::Builder::new()
                 .serve_connection(TokioIo::new(tls), svc)
@@ -195,13 +199,31 @@ pub async fn serve(l: Listener, state: Arc<State>) {
     }
 }
 
-async fn handle(state: &State, authenticated: bool, req: Request<Incoming>) -> Resp {
+async fn handle(state: &State, user: Option<authz::User>, req: Request<Incoming>) -> Resp {
     let path = req.uri().path().to_string();
     if path == "/healthz" {
         return text(StatusCode::OK, "ok");
     }
-    if !authenticated {
+    let Some(user) = user else {
         return text(StatusCode::UNAUTHORIZED, "Unauthorized");
+    };
+    let attrs = authz::Attributes::of(
+        user,
+        &state.node_name,
+        req.method(),
+        &path,
+        k3rs_common::http_proxy::is_upgrade(req.headers()),
+    );
+    match state.authorizer.allowed(&attrs).await {
+        Ok(true) => {}
+        Ok(false) => {
+            tracing::debug!(user = %attrs.user.name, verb = attrs.verb, sub = attrs.subresource, "kubelet API request forbidden");
+            return text(StatusCode::FORBIDDEN, attrs.forbidden());
+        }
+        Err(e) => {
+            tracing::warn!(user = %attrs.user.name, error = %e, "kubelet API authorization failed");
+            return text(StatusCode::INTERNAL_SERVER_ERROR, attrs.error());
+        }
     }
     let query = Query::parse(req.uri().query());
     let segs: Vec<String> = path

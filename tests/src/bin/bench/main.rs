@@ -10,9 +10,11 @@
 //!     $CARGO_TARGET_DIR/release/bench server      # needs the k3rs binaries built too
 //!     $CARGO_TARGET_DIR/release/bench proxy       # root, nft and iptables-restore
 //!     $CARGO_TARGET_DIR/release/bench node-agent  # root, containerd; k3rs-node-agent built
+//!     $CARGO_TARGET_DIR/release/bench dns         # cluster DNS q/s on one core
 
 mod apiserver;
 mod controllers;
+mod dns;
 mod node_agent;
 mod proxy;
 mod scheduler;
@@ -91,6 +93,19 @@ enum Cmd {
     NodeAgent {
         #[arg(long, default_value_t = 30)]
         replicas: usize,
+    },
+    /// The node agent's cluster DNS server pinned to one core: q/s and
+    /// p50/p99 per query kind against the 20,000 q/s target.
+    Dns {
+        /// Seconds per query kind.
+        #[arg(long, default_value_t = 5)]
+        seconds: u64,
+        /// Client sockets with a query in flight each.
+        #[arg(long, default_value_t = 32)]
+        clients: usize,
+        /// Endpoints of the headless Service.
+        #[arg(long, default_value_t = 3)]
+        endpoints: usize,
     },
     /// k3rs-apiserver over the shim vs over etcd 3.4: creates, gets, patches,
     /// lists, watch fan-out, deletes; RSS with every object stored.
@@ -494,6 +509,20 @@ fn main() -> Result<()> {
             let load = node_agent::Load { replicas };
             let r = node_agent::run(&load).await.context("node agent benchmark")?;
             node_agent::print(&load, &r);
+            Ok(())
+        }),
+        Cmd::Dns {
+            seconds,
+            clients,
+            endpoints,
+        } => rt.block_on(async {
+            let load = dns::Load {
+                seconds,
+                clients,
+                endpoints,
+            };
+            let (rows, cpu, upstream) = dns::run(&load).await.context("DNS benchmark")?;
+            dns::print(&load, &rows, cpu, upstream);
             Ok(())
         }),
         Cmd::Apiserver {
