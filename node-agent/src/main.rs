@@ -124,6 +124,19 @@ struct Flags {
     /// iptables when `nft` is missing).
     #[arg(long, env = "K3RS_PROXY_MODE", value_enum, default_value = "nftables")]
     proxy_mode: k3rs_node_agent::proxy::Mode,
+    /// How pods reach pods on other nodes: host-gw (routes via node
+    /// addresses on one L2 segment), vxlan (kernel VXLAN, flannel.1) or
+    /// none (single node, or another CNI).
+    #[arg(
+        long,
+        env = "K3RS_FLANNEL_BACKEND",
+        value_enum,
+        default_value = "vxlan"
+    )]
+    flannel_backend: k3rs_node_agent::flannel::Backend,
+    /// The cluster's pod range: pod traffic leaving it is masqueraded.
+    #[arg(long, env = "K3RS_CLUSTER_CIDR", default_value = "10.42.0.0/16")]
+    cluster_cidr: String,
     /// Directory of static pod manifests (default: <root-dir>/pod-manifests).
     #[arg(long, env = "K3RS_POD_MANIFEST_PATH")]
     pod_manifest_path: Option<PathBuf>,
@@ -252,5 +265,7 @@ async fn configure(flags: Flags) -> Result<Config, k3rs_node_agent::join::JoinEr
     config.healthz_addr =
         (flags.healthz_port != 0).then(|| SocketAddr::from(([127, 0, 0, 1], flags.healthz_port)));
     config.node_labels = flags.node_labels.into_iter().collect();
+    config.flannel_backend = flags.flannel_backend;
+    config.cluster_cidr = flags.cluster_cidr;
     Ok(config)
 }

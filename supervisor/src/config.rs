@@ -245,6 +245,10 @@ pub struct NodeFlags {
     /// format); a missing file means none.
     #[arg(long, env = "K3RS_PRIVATE_REGISTRY", default_value = crate::registries::DEFAULT_PATH)]
     pub private_registry: PathBuf,
+    /// Pod network across nodes: vxlan, host-gw (nodes on one L2
+    /// segment) or none (single node / another CNI).
+    #[arg(long, env = "K3RS_FLANNEL_BACKEND", default_value = "vxlan", value_parser = ["vxlan", "host-gw", "none"])]
+    pub flannel_backend: String,
 }
 
 /// The resolved node settings (see `NodeFlags`).
@@ -265,6 +269,7 @@ pub struct NodeConfig {
     pub containerd_socket: PathBuf,
     pub snapshotter: String,
     pub private_registry: PathBuf,
+    pub flannel_backend: String,
 }
 
 fn parse_mode_arg(s: &str) -> Result<String, String> {
@@ -409,6 +414,10 @@ pub struct AgentFlags {
     #[arg(long, env = "K3RS_BIN_DIR")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub bin_dir: Option<PathBuf>,
+    /// The cluster's pod range, as the server has it (pod traffic leaving
+    /// it is masqueraded).
+    #[arg(long, env = "K3RS_CLUSTER_CIDR", default_value = "10.42.0.0/16")]
+    pub cluster_cidr: String,
 }
 
 /// The resolved configuration of `k3rs agent`.
@@ -428,6 +437,7 @@ pub struct AgentConfig {
     pub log_format: LogFormat,
     #[serde(default)]
     pub bin_dir: Option<PathBuf>,
+    pub cluster_cidr: String,
     #[serde(skip)]
     pub config_file: PathBuf,
 }

@@ -12,6 +12,7 @@
 pub mod cluster;
 pub mod containerd;
 pub mod fake_node;
+pub mod netns;
 pub mod registry;
 pub mod supervisor;
 
