@@ -115,6 +115,7 @@ async fn start_node(
         .args(["--cni-bridge", net.pod_bridge])
         .args(["--tls-cert-file", &crt.display().to_string()])
         .args(["--tls-private-key-file", &key.display().to_string()])
+        .args(["--client-ca-file", &cp.api.ca_file.display().to_string()])
         .args(["--flannel-backend", net.backend])
         .args(["--cluster-cidr", net.cluster_cidr])
         .args(["--healthz-port", "0"])
@@ -153,9 +154,15 @@ async fn exec(cp: &ControlPlane, pod: &str, line: &str) -> Option<String> {
         .kubectl_raw(V, &["exec", pod, "--", "/bin/busybox", "sh", "-c", line])
         .await
         .ok()?;
-    out.status
-        .success()
-        .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+    if !out.status.success() {
+        eprintln!(
+            "exec in {pod}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        return None;
+    }
+    Some(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
 fn http_get(ip: &str, port: u16) -> String {
@@ -186,6 +193,7 @@ async fn scenario(net: Net) {
     let b = start_node(&cp, &net, &lan.hosts[1], &b_name, dir.path(), &bin, gateway).await;
     let logs = || format!("{}\n{}", a.logs(), b.logs());
 
+    step(&net, "agents started; waiting for Ready nodes");
     // Both nodes Ready with a pod range each.
     let mut cidrs = Vec::new();
     for n in [&a_name, &b_name] {
@@ -207,6 +215,7 @@ async fn scenario(net: Net) {
     let (a_cidr, b_cidr) = (cidrs[0].clone(), cidrs[1].clone());
     assert_ne!(a_cidr, b_cidr);
 
+    step(&net, "nodes ready");
     // The annotations flannel's tools read.
     let mut macs = Vec::new();
     for (n, node) in [(&a_name, &a), (&b_name, &b)] {
@@ -245,6 +254,7 @@ async fn scenario(net: Net) {
         }
     }
 
+    step(&net, "annotations checked");
     // Each host routes the other's pod range.
     let expect_route = |peer_cidr: &str, peer_ip: Ipv4Addr| -> String {
         if net.backend == "vxlan" {
@@ -287,6 +297,7 @@ async fn scenario(net: Net) {
         );
     }
 
+    step(&net, "routes present");
     // Pods: an httpd on B, clients on A and B.
     let web = pod(
         "web",
@@ -320,6 +331,7 @@ async fn scenario(net: Net) {
         "client-a {a_pod_ip} in A's {a_cidr}"
     );
 
+    step(&net, "pods running");
     // Pod on A → pod on B by pod IP.
     cp.wait_for("client-a reaches web across nodes", WAIT, logs, || async {
         exec(&cp, "client-a", &http_get(&web_ip, 80))
@@ -337,6 +349,7 @@ async fn scenario(net: Net) {
         .await;
     assert!(!web_log.contains(&a.host.ip.to_string()), "{web_log}");
 
+    step(&net, "pod to pod across nodes without NAT");
     // Egress to outside the cluster CIDR leaves with A's node address.
     let listener = tokio::net::TcpListener::bind((lan.gateway, 0))
         .await
@@ -364,6 +377,7 @@ async fn scenario(net: Net) {
         "pod egress is masqueraded to the node address"
     );
 
+    step(&net, "egress masqueraded");
     // A ClusterIP Service over the pod on B, from a pod on each host.
     cp.kubectl_in(
         V,
@@ -387,6 +401,7 @@ async fn scenario(net: Net) {
         .await;
     }
 
+    step(&net, "ClusterIP reachable from both hosts");
     // Node B goes away: its agent stops and the Node is deleted; A drops
     // every entry it had for B.
     b.agent.stop();
@@ -412,6 +427,11 @@ async fn scenario(net: Net) {
     assert!(a.agent.log().contains("pod network routes updated"));
     drop(a);
     drop(b);
+}
+
+/// Progress on stderr (nextest shows it for a failed or slow test).
+fn step(net: &Net, what: &str) {
+    eprintln!("[pod_network {}] {what}", net.backend);
 }
 
 fn net_contains(cidr: &str, ip: &str) -> bool {
