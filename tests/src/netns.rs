@@ -190,6 +190,20 @@ impl Process {
         })
     }
 
+    /// Stops it and runs `cmd` in its place, appending to the same log.
+    pub fn restart(&self, mut cmd: Command) -> Result<()> {
+        self.stop();
+        let file = std::fs::OpenOptions::new().append(true).open(&self.log)?;
+        let child = cmd
+            .stdin(Stdio::null())
+            .stdout(file.try_clone()?)
+            .stderr(file)
+            .spawn()
+            .with_context(|| format!("spawn {}", self.name))?;
+        *self.child.lock().unwrap_or_else(|e| e.into_inner()) = Some(child);
+        Ok(())
+    }
+
     /// Its output so far.
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()

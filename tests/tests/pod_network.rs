@@ -56,10 +56,19 @@ struct Node {
     host: Host,
     // Dropped before containerd (declaration order): the agent first.
     agent: Process,
+    /// The agent's command line, to restart it.
+    program: String,
+    args: Vec<String>,
     ctd: Containerd,
 }
 
 impl Node {
+    fn restart_agent(&self) {
+        let mut cmd = self.host.command(&self.program);
+        cmd.args(&self.args);
+        self.agent.restart(cmd).expect("restart the agent");
+    }
+
     fn logs(&self) -> String {
         format!(
             "--- agent {} log:\n{}\n--- containerd log (tail):\n{}\n--- routes:\n{}\n--- fdb:\n{}\n--- nft:\n{}",
@@ -100,32 +109,53 @@ async fn start_node(
     let (crt, key) = cp
         .issue_kubelet_serving(name, IpAddr::V4(host.ip), &root.join("pki"))
         .unwrap();
-    let mut cmd = host.command(&bin.join("k3rs-node-agent").display().to_string());
-    cmd.args(["--kubeconfig", &kubeconfig.display().to_string()])
-        .args(["--node-name", name])
-        .args(["--node-ip", &host.ip.to_string()])
-        .args(["--bind-address", &host.ip.to_string()])
-        .args(["--container-runtime-endpoint", &ctd.endpoint()])
-        .args(["--root-dir", &root.join("agent").display().to_string()])
-        .args([
-            "--pod-logs-dir",
-            &root.join("pod-logs").display().to_string(),
-        ])
-        .args(["--cni-conf-dir", &ctd.cni_conf_dir.display().to_string()])
-        .args(["--cni-bridge", net.pod_bridge])
-        .args(["--tls-cert-file", &crt.display().to_string()])
-        .args(["--tls-private-key-file", &key.display().to_string()])
-        .args(["--client-ca-file", &cp.api.ca_file.display().to_string()])
-        .args(["--flannel-backend", net.backend])
-        .args(["--cluster-cidr", net.cluster_cidr])
-        .args(["--healthz-port", "0"])
-        .arg("--disable-cluster-dns")
-        .arg("-v");
+    let args: Vec<String> = [
+        "--kubeconfig",
+        &kubeconfig.display().to_string(),
+        "--node-name",
+        name,
+        "--node-ip",
+        &host.ip.to_string(),
+        "--bind-address",
+        &host.ip.to_string(),
+        "--container-runtime-endpoint",
+        &ctd.endpoint(),
+        "--root-dir",
+        &root.join("agent").display().to_string(),
+        "--pod-logs-dir",
+        &root.join("pod-logs").display().to_string(),
+        "--cni-conf-dir",
+        &ctd.cni_conf_dir.display().to_string(),
+        "--cni-bridge",
+        net.pod_bridge,
+        "--tls-cert-file",
+        &crt.display().to_string(),
+        "--tls-private-key-file",
+        &key.display().to_string(),
+        "--client-ca-file",
+        &cp.api.ca_file.display().to_string(),
+        "--flannel-backend",
+        net.backend,
+        "--cluster-cidr",
+        net.cluster_cidr,
+        "--healthz-port",
+        "0",
+        "--disable-cluster-dns",
+        "-v",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let program = bin.join("k3rs-node-agent").display().to_string();
+    let mut cmd = host.command(&program);
+    cmd.args(&args);
     let agent = Process::spawn(name, cmd, &root.join("agent.log")).expect("agent");
     Node {
         name: name.to_string(),
         host: host.clone(),
         agent,
+        program,
+        args,
         ctd,
     }
 }
@@ -402,6 +432,52 @@ async fn scenario(net: Net) {
     }
 
     step(&net, "ClusterIP reachable from both hosts");
+    // A restarted agent adopts what is there: same VTEP MAC, one route and
+    // one FDB entry per peer, traffic still flows.
+    let ann_before = cp
+        .jsonpath(V, &["node", &a_name], "{.metadata.annotations}")
+        .await;
+    let routes_before = a.host.stdout("ip", &["route", "show", "proto", "108"]);
+    let fdb_before = a
+        .host
+        .stdout("bridge", &["fdb", "show", "dev", "flannel.1"]);
+    let seen = a.agent.log().len();
+    a.restart_agent();
+    // Its first reconcile (after the full Node list) has run.
+    cp.wait_for("A's restarted agent reconciled", WAIT, logs, || async {
+        let log = a.agent.log();
+        log.get(seen..)
+            .is_some_and(|l| l.contains("pod network reconciled"))
+            .then_some(())
+    })
+    .await;
+    assert_eq!(
+        a.host.stdout("ip", &["route", "show", "proto", "108"]),
+        routes_before
+    );
+    assert_eq!(
+        a.host
+            .stdout("bridge", &["fdb", "show", "dev", "flannel.1"]),
+        fdb_before
+    );
+    assert_eq!(
+        cp.jsonpath(V, &["node", &a_name], "{.metadata.annotations}")
+            .await,
+        ann_before,
+        "annotations (VtepMAC) survive a restart"
+    );
+    cp.wait_for(
+        "client-a reaches web after A's agent restarted",
+        WAIT,
+        logs,
+        || async {
+            exec(&cp, "client-a", &http_get(&web_ip, 80))
+                .await
+                .filter(|o| o.contains("hello-from-b"))
+        },
+    )
+    .await;
+    step(&net, "restart converged");
     // Node B goes away: its agent stops and the Node is deleted; A drops
     // every entry it had for B.
     b.agent.stop();

@@ -304,6 +304,7 @@ async fn reconcile(
         }
     }
     let peers: Vec<annotations::Peer> = known.values().filter_map(annotations::peer).collect();
+    let peers_len = peers.len();
     let desired = dataplane::desired(settings.backend, &local.node_name, &host.lan_dev, &peers);
     match tokio::task::spawn_blocking(move || dataplane::reconcile(&ip::IpCommand, &desired)).await
     {
@@ -313,9 +314,16 @@ async fn reconcile(
             "pod network routes updated"
         ),
         Ok(Ok(_)) => {}
-        Ok(Err(e)) => tracing::warn!(error = %e, "updating pod network routes"),
-        Err(e) => tracing::warn!(error = %e, "pod network reconcile task"),
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "updating pod network routes");
+            return;
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "pod network reconcile task");
+            return;
+        }
     }
+    tracing::debug!(peers = peers_len, "pod network reconciled");
 }
 
 #[cfg(test)]
