@@ -395,7 +395,7 @@ async fn agent<R: Runtime>(
     let network = pod_network(&config, node_ip, &pod_cidr)?;
     let cni_opts = match &network {
         Some((settings, local)) => cni::Options {
-            ip_masq: false,
+            ip_masq: flannel::masquerade_by_bridge(),
             mtu: flannel::pod_mtu(settings.backend, local.node_ip),
         },
         None => cni::Options::default(),

@@ -45,9 +45,21 @@ pub struct Entries {
 /// The entries for `peers` (every Node, this one included and skipped).
 /// `lan_dev` is the link holding this node's public IP (host-gw routes
 /// go out there).
-pub fn desired(backend: Backend, local: &str, lan_dev: &str, peers: &[Peer]) -> Entries {
+pub fn desired(
+    backend: Backend,
+    local: &str,
+    local_ip: Ipv4Addr,
+    lan_dev: &str,
+    peers: &[Peer],
+) -> Entries {
     let mut e = Entries::default();
-    for p in peers.iter().filter(|p| p.name != local) {
+    // A peer with our own address runs on this very host (several agents
+    // in one network namespace): its pods are on a local bridge already,
+    // and a route would only shadow that bridge's.
+    for p in peers
+        .iter()
+        .filter(|p| p.name != local && p.public_ip != local_ip)
+    {
         match backend {
             Backend::None => {}
             Backend::HostGw => {
@@ -286,6 +298,17 @@ mod tests {
         }
     }
 
+    const A_IP: Ipv4Addr = Ipv4Addr::new(172, 31, 100, 2);
+
+    #[test]
+    fn peers_on_this_host_are_not_routed() {
+        let mut ps = nodes();
+        ps[1].public_ip = A_IP;
+        let e = desired(Backend::HostGw, "a", A_IP, "eth0", &ps);
+        assert_eq!(e.routes.len(), 1);
+        assert!(e.routes.iter().all(|r| r.via != A_IP));
+    }
+
     fn nodes() -> Vec<Peer> {
         vec![
             peer(
@@ -311,7 +334,7 @@ mod tests {
 
     #[test]
     fn host_gw_routes_every_other_node_via_its_address() {
-        let e = desired(Backend::HostGw, "a", "eth0", &nodes());
+        let e = desired(Backend::HostGw, "a", A_IP, "eth0", &nodes());
         let routes: Vec<String> = e
             .routes
             .iter()
@@ -329,7 +352,7 @@ mod tests {
 
     #[test]
     fn vxlan_needs_route_arp_and_fdb_per_peer() {
-        let e = desired(Backend::Vxlan, "a", "eth0", &nodes());
+        let e = desired(Backend::Vxlan, "a", A_IP, "eth0", &nodes());
         assert_eq!(e.routes.len(), 2);
         let r = e.routes.iter().next().unwrap();
         assert_eq!(
@@ -353,10 +376,10 @@ mod tests {
         let mut ps = nodes();
         ps[1].vtep_mac = None;
         ps[2].backend = Some("host-gw".into());
-        let e = desired(Backend::Vxlan, "a", "eth0", &ps);
+        let e = desired(Backend::Vxlan, "a", A_IP, "eth0", &ps);
         assert!(e.routes.is_empty() && e.neighs.is_empty() && e.fdb.is_empty());
         assert_eq!(
-            desired(Backend::None, "a", "eth0", &nodes()),
+            desired(Backend::None, "a", A_IP, "eth0", &nodes()),
             Entries::default()
         );
     }
@@ -365,7 +388,7 @@ mod tests {
     fn reconcile_is_idempotent_and_removes_deleted_nodes() {
         let net = FakeNet::default();
         let all = nodes();
-        let want = desired(Backend::Vxlan, "a", "eth0", &all);
+        let want = desired(Backend::Vxlan, "a", A_IP, "eth0", &all);
         let p = reconcile(&net, &want).unwrap();
         assert_eq!(p.add.routes.len(), 2);
         assert_eq!(*net.state.borrow(), want);
@@ -376,7 +399,7 @@ mod tests {
         assert_eq!(*net.writes.borrow(), writes);
 
         // Node c deleted: exactly its three entries go.
-        let want = desired(Backend::Vxlan, "a", "eth0", &all[..2]);
+        let want = desired(Backend::Vxlan, "a", A_IP, "eth0", &all[..2]);
         let p = reconcile(&net, &want).unwrap();
         assert_eq!(p.del.routes.len() + p.del.neighs.len() + p.del.fdb.len(), 3);
         assert!(p.add == Entries::default());
@@ -387,9 +410,9 @@ mod tests {
     fn changed_peer_address_replaces_the_route() {
         let net = FakeNet::default();
         let mut all = nodes();
-        reconcile(&net, &desired(Backend::HostGw, "a", "eth0", &all)).unwrap();
+        reconcile(&net, &desired(Backend::HostGw, "a", A_IP, "eth0", &all)).unwrap();
         all[1].public_ip = Ipv4Addr::new(172, 31, 100, 30);
-        let want = desired(Backend::HostGw, "a", "eth0", &all);
+        let want = desired(Backend::HostGw, "a", A_IP, "eth0", &all);
         // The fake refuses duplicate destinations, so this only passes when
         // the old route is removed before the new one is added.
         reconcile(&net, &want).unwrap();
@@ -399,8 +422,8 @@ mod tests {
     #[test]
     fn switching_backend_cleans_the_other_backends_entries() {
         let net = FakeNet::default();
-        reconcile(&net, &desired(Backend::Vxlan, "a", "eth0", &nodes())).unwrap();
-        let want = desired(Backend::HostGw, "a", "eth0", &nodes());
+        reconcile(&net, &desired(Backend::Vxlan, "a", A_IP, "eth0", &nodes())).unwrap();
+        let want = desired(Backend::HostGw, "a", A_IP, "eth0", &nodes());
         reconcile(&net, &want).unwrap();
         assert_eq!(*net.state.borrow(), want);
         assert!(net.state.borrow().fdb.is_empty());

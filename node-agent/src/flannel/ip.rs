@@ -179,6 +179,16 @@ pub fn masquerade_script(table: &str, cluster: Ipv4Cidr) -> String {
     )
 }
 
+/// Whether `nft` runs here.
+pub fn nft_available() -> bool {
+    Command::new("nft")
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
 /// Installs (atomically replaces) the masquerade table.
 pub fn apply_masquerade(table: &str, cluster: Ipv4Cidr) -> Result<(), NetError> {
     use std::io::Write;
@@ -256,7 +266,9 @@ impl Dataplane for IpCommand {
     }
 
     fn add_route(&self, r: &Route) -> Result<(), NetError> {
-        route_cmd("replace", r)
+        // `add`, not `replace`: a route someone else owns for that range
+        // (a local bridge, another CNI) is reported, never overwritten.
+        route_cmd("add", r)
     }
 
     fn del_route(&self, r: &Route) -> Result<(), NetError> {

@@ -174,11 +174,28 @@ pub fn pod_mtu(backend: Backend, node_ip: Ipv4Addr) -> Option<u32> {
     }
 }
 
+/// Whether pods' egress must be masqueraded by the CNI bridge plugin
+/// instead of our table: on a host without `nft` (then pod-to-pod traffic
+/// across nodes is NATed too, which is logged).
+pub fn masquerade_by_bridge() -> bool {
+    if ip::nft_available() {
+        return false;
+    }
+    tracing::warn!(
+        "nft is missing: pods are masqueraded by the CNI bridge plugin, so pods on other nodes see the node address"
+    );
+    true
+}
+
 /// Forwarding, the masquerade table and (VXLAN) the device; idempotent.
 pub fn setup(settings: &Settings, local: &Local) -> Result<Host, NetError> {
     let (lan_dev, mtu) = ip::lan_link(local.node_ip)?;
     ip::enable_forwarding()?;
-    ip::apply_masquerade(&settings.table, settings.cluster_cidr)?;
+    // Without nft the bridge plugin's own masquerade stays on (see
+    // `masquerade_by_bridge`).
+    if ip::nft_available() {
+        ip::apply_masquerade(&settings.table, settings.cluster_cidr)?;
+    }
     match settings.backend {
         Backend::Vxlan => {
             let pod_mtu = mtu.saturating_sub(VXLAN_OVERHEAD);
@@ -305,7 +322,13 @@ async fn reconcile(
     }
     let peers: Vec<annotations::Peer> = known.values().filter_map(annotations::peer).collect();
     let peers_len = peers.len();
-    let desired = dataplane::desired(settings.backend, &local.node_name, &host.lan_dev, &peers);
+    let desired = dataplane::desired(
+        settings.backend,
+        &local.node_name,
+        local.node_ip,
+        &host.lan_dev,
+        &peers,
+    );
     match tokio::task::spawn_blocking(move || dataplane::reconcile(&ip::IpCommand, &desired)).await
     {
         Ok(Ok(p)) if !p.is_empty() => tracing::info!(
