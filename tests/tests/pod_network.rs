@@ -408,11 +408,12 @@ async fn scenario(net: Net) {
     );
 
     step(&net, "egress masqueraded");
-    // A ClusterIP Service over the pod on B, from a pod on each host.
+    // A NodePort Service over the pod on B: its ClusterIP from a pod on
+    // each host, its node port on every host's address.
     cp.kubectl_in(
         V,
         &["apply", "-f", "-"],
-        Some("apiVersion: v1\nkind: Service\nmetadata: {name: web}\nspec:\n  selector: {app: web}\n  ports: [{port: 80, targetPort: 80}]\n"),
+        Some("apiVersion: v1\nkind: Service\nmetadata: {name: web}\nspec:\n  type: NodePort\n  selector: {app: web}\n  ports: [{port: 80, targetPort: 80}]\n"),
     )
     .await;
     let cluster_ip = cp.jsonpath(V, &["svc", "web"], "{.spec.clusterIP}").await;
@@ -431,7 +432,24 @@ async fn scenario(net: Net) {
         .await;
     }
 
-    step(&net, "ClusterIP reachable from both hosts");
+    let node_port: u16 = cp
+        .jsonpath(V, &["svc", "web"], "{.spec.ports[0].nodePort}")
+        .await
+        .parse()
+        .expect("a node port");
+    for node in [&a, &b] {
+        let addr = std::net::SocketAddr::from((node.host.ip, node_port));
+        cp.wait_for(&format!("NodePort {addr} answers"), WAIT, logs, || async {
+            http_from_here(addr)
+                .await
+                .filter(|o| o.contains("hello-from-b"))
+        })
+        .await;
+    }
+    step(
+        &net,
+        "ClusterIP reachable from both hosts, NodePort on both",
+    );
     // A restarted agent adopts what is there: same VTEP MAC, one route and
     // one FDB entry per peer, traffic still flows.
     let ann_before = cp
@@ -503,6 +521,22 @@ async fn scenario(net: Net) {
     assert!(a.agent.log().contains("pod network routes updated"));
     drop(a);
     drop(b);
+}
+
+/// One HTTP/1.0 GET from the test (the LAN's gateway side); the response.
+async fn http_from_here(addr: std::net::SocketAddr) -> Option<String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let get = async {
+        let mut c = tokio::net::TcpStream::connect(addr).await?;
+        c.write_all(b"GET / HTTP/1.0\r\n\r\n").await?;
+        let mut out = String::new();
+        c.read_to_string(&mut out).await?;
+        Ok::<_, std::io::Error>(out)
+    };
+    tokio::time::timeout(Duration::from_secs(5), get)
+        .await
+        .ok()?
+        .ok()
 }
 
 /// Progress on stderr (nextest shows it for a failed or slow test).
