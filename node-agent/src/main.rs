@@ -135,7 +135,7 @@ struct Flags {
     )]
     flannel_backend: k3rs_node_agent::flannel::Backend,
     /// The cluster's pod range: pod traffic leaving it is masqueraded.
-    #[arg(long, env = "K3RS_CLUSTER_CIDR", default_value = "10.42.0.0/16")]
+    #[arg(long, env = "K3RS_CLUSTER_CIDR", default_value = "10.42.0.0/16", value_parser = parse_cidr)]
     cluster_cidr: String,
     /// Directory of static pod manifests (default: <root-dir>/pod-manifests).
     #[arg(long, env = "K3RS_POD_MANIFEST_PATH")]
@@ -151,6 +151,11 @@ fn parse_log_size(s: &str) -> Result<u64, String> {
     k3rs_node_agent::kubelet_api::logs::parse_size(s)
         .filter(|n| *n > 0)
         .ok_or_else(|| format!("{s:?} is not a size such as 10Mi"))
+}
+
+fn parse_cidr(s: &str) -> Result<String, String> {
+    s.parse::<k3rs_node_agent::flannel::Ipv4Cidr>()
+        .map(|_| s.trim().to_string())
 }
 
 fn parse_label(s: &str) -> Result<(String, String), String> {
