@@ -11,6 +11,7 @@ pub mod cri;
 pub mod dns;
 pub mod env;
 pub mod ephemeral;
+pub mod flannel;
 pub mod images;
 pub mod join;
 pub mod kubelet_api;
@@ -70,6 +71,8 @@ pub enum Error {
     },
     #[error("bad --pod-cidr {0:?}")]
     PodCidr(String),
+    #[error("bad --cluster-cidr {0:?}")]
+    ClusterCidr(String),
     #[error(transparent)]
     KubeletApi(#[from] kubelet_api::Error),
 }
@@ -120,6 +123,13 @@ pub struct Config {
     pub node_labels: std::collections::BTreeMap<String, String>,
     /// Static pod manifests (`--pod-manifest-path`); `None` runs none.
     pub pod_manifest_path: Option<PathBuf>,
+    /// The multi-node pod network (`--flannel-backend`).
+    pub flannel_backend: flannel::Backend,
+    /// Every node's pod range (`--cluster-cidr`): pod traffic inside it is
+    /// routed without NAT, traffic leaving it is masqueraded.
+    pub cluster_cidr: String,
+    /// The nftables table of the pod network's masquerade rule.
+    pub flannel_table: String,
 }
 
 impl Config {
@@ -158,6 +168,11 @@ impl Config {
             network_policy: None,
             node_labels: Default::default(),
             pod_manifest_path: None,
+            // The binary defaults to vxlan like K3s; in-process users opt
+            // in, since it changes host routes and nftables.
+            flannel_backend: flannel::Backend::None,
+            cluster_cidr: "10.42.0.0/16".into(),
+            flannel_table: flannel::DEFAULT_TABLE.into(),
         }
     }
 }
@@ -385,11 +400,23 @@ async fn agent<R: Runtime>(
     if !pod_cidr.contains('/') {
         return Err(Error::PodCidr(pod_cidr));
     }
+    let network = pod_network(&config, node_ip, &pod_cidr)?;
+    let cni_opts = match &network {
+        Some((settings, local)) => cni::Options {
+            ip_masq: flannel::masquerade_by_bridge(),
+            mtu: flannel::pod_mtu(settings.backend, local.node_ip),
+        },
+        None => cni::Options::default(),
+    };
+    if let Some((settings, local)) = network {
+        tasks.spawn(flannel::run(client.clone(), settings, local));
+    }
     let path = cni::write(
         &config.cni_conf_dir,
         &config.cni_bridge,
         &pod_cidr,
         &config.root_dir.join("cni").join("networks"),
+        cni_opts,
     )
     .map_err(|source| Error::Cni {
         dir: config.cni_conf_dir.clone(),
@@ -453,6 +480,40 @@ async fn agent<R: Runtime>(
         .map(|dir| static_pods::start(shared.clone(), dir, config.node_name.clone(), &mut tasks));
     watch_pods(shared, &config.node_name, tasks, statics).await;
     Ok(())
+}
+
+/// The pod network's settings, `None` with `--flannel-backend none`.
+fn pod_network(
+    config: &Config,
+    node_ip: IpAddr,
+    pod_cidr: &str,
+) -> Result<Option<(flannel::Settings, flannel::Local)>, Error> {
+    if config.flannel_backend == flannel::Backend::None {
+        return Ok(None);
+    }
+    let cluster_cidr: flannel::Ipv4Cidr = config
+        .cluster_cidr
+        .parse()
+        .map_err(|_| Error::ClusterCidr(config.cluster_cidr.clone()))?;
+    let pod_cidr: flannel::Ipv4Cidr = pod_cidr
+        .parse()
+        .map_err(|_| Error::PodCidr(pod_cidr.to_string()))?;
+    let IpAddr::V4(node_ip) = node_ip else {
+        tracing::warn!(%node_ip, "the pod network needs an IPv4 node address; not starting it");
+        return Ok(None);
+    };
+    Ok(Some((
+        flannel::Settings {
+            backend: config.flannel_backend,
+            cluster_cidr,
+            table: config.flannel_table.clone(),
+        },
+        flannel::Local {
+            node_name: config.node_name.clone(),
+            node_ip,
+            pod_cidr,
+        },
+    )))
 }
 
 /// Lease every 10 s; Node status every minute or when readiness changes.

@@ -128,6 +128,19 @@ struct Flags {
     /// earlier run left).
     #[arg(long, env = "K3RS_DISABLE_NETWORK_POLICY")]
     disable_network_policy: bool,
+    /// How pods reach pods on other nodes: host-gw (routes via node
+    /// addresses on one L2 segment), vxlan (kernel VXLAN, flannel.1) or
+    /// none (single node, or another CNI).
+    #[arg(
+        long,
+        env = "K3RS_FLANNEL_BACKEND",
+        value_enum,
+        default_value = "vxlan"
+    )]
+    flannel_backend: k3rs_node_agent::flannel::Backend,
+    /// The cluster's pod range: pod traffic leaving it is masqueraded.
+    #[arg(long, env = "K3RS_CLUSTER_CIDR", default_value = "10.42.0.0/16", value_parser = parse_cidr)]
+    cluster_cidr: String,
     /// Directory of static pod manifests (default: <root-dir>/pod-manifests).
     #[arg(long, env = "K3RS_POD_MANIFEST_PATH")]
     pod_manifest_path: Option<PathBuf>,
@@ -142,6 +155,11 @@ fn parse_log_size(s: &str) -> Result<u64, String> {
     k3rs_node_agent::kubelet_api::logs::parse_size(s)
         .filter(|n| *n > 0)
         .ok_or_else(|| format!("{s:?} is not a size such as 10Mi"))
+}
+
+fn parse_cidr(s: &str) -> Result<String, String> {
+    s.parse::<k3rs_node_agent::flannel::Ipv4Cidr>()
+        .map(|_| s.trim().to_string())
 }
 
 fn parse_label(s: &str) -> Result<(String, String), String> {
@@ -260,5 +278,7 @@ async fn configure(flags: Flags) -> Result<Config, k3rs_node_agent::join::JoinEr
     config.healthz_addr =
         (flags.healthz_port != 0).then(|| SocketAddr::from(([127, 0, 0, 1], flags.healthz_port)));
     config.node_labels = flags.node_labels.into_iter().collect();
+    config.flannel_backend = flags.flannel_backend;
+    config.cluster_cidr = flags.cluster_cidr;
     Ok(config)
 }

@@ -249,6 +249,10 @@ pub struct NodeFlags {
     /// Do not enforce NetworkPolicies on this node (passed to the node agent).
     #[arg(long, env = "K3RS_DISABLE_NETWORK_POLICY", value_parser = BoolishValueParser::new())]
     pub disable_network_policy: bool,
+    /// Pod network across nodes: vxlan, host-gw (nodes on one L2
+    /// segment) or none (single node / another CNI).
+    #[arg(long, env = "K3RS_FLANNEL_BACKEND", default_value = "vxlan", value_parser = ["vxlan", "host-gw", "none"])]
+    pub flannel_backend: String,
 }
 
 /// The resolved node settings (see `NodeFlags`).
@@ -271,6 +275,7 @@ pub struct NodeConfig {
     pub private_registry: PathBuf,
     #[serde(default)]
     pub disable_network_policy: bool,
+    pub flannel_backend: String,
 }
 
 fn parse_mode_arg(s: &str) -> Result<String, String> {
@@ -415,6 +420,10 @@ pub struct AgentFlags {
     #[arg(long, env = "K3RS_BIN_DIR")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub bin_dir: Option<PathBuf>,
+    /// The cluster's pod range, as the server has it (pod traffic leaving
+    /// it is masqueraded).
+    #[arg(long, env = "K3RS_CLUSTER_CIDR", default_value = "10.42.0.0/16")]
+    pub cluster_cidr: String,
 }
 
 /// The resolved configuration of `k3rs agent`.
@@ -434,6 +443,7 @@ pub struct AgentConfig {
     pub log_format: LogFormat,
     #[serde(default)]
     pub bin_dir: Option<PathBuf>,
+    pub cluster_cidr: String,
     #[serde(skip)]
     pub config_file: PathBuf,
 }

@@ -56,6 +56,10 @@ pub struct NodeSettings {
     pub debug: bool,
     /// `K3RS_*` variables the children must not inherit.
     pub env_remove: Vec<String>,
+    /// `--flannel-backend` (vxlan, host-gw, none).
+    pub flannel_backend: String,
+    /// `--cluster-cidr`, for the pod network's masquerade rule.
+    pub cluster_cidr: String,
 }
 
 impl NodeSettings {
@@ -114,6 +118,7 @@ impl NodeSettings {
 /// A server's node settings (`k3rs server` without `--disable-agent`).
 pub fn server_settings(c: &crate::config::ServerConfig) -> NodeSettings {
     let mut s = settings_from(&c.node, &c.data_dir, c.log_format, c.debug);
+    s.cluster_cidr = c.cluster_cidr.clone();
     s.node_labels.insert(0, CONTROL_PLANE_LABEL.into());
     s.env_remove = crate::components::own_env_vars();
     s
@@ -122,6 +127,7 @@ pub fn server_settings(c: &crate::config::ServerConfig) -> NodeSettings {
 /// An agent's node settings (`k3rs agent`).
 pub fn agent_settings(c: &crate::config::AgentConfig) -> NodeSettings {
     let mut s = settings_from(&c.node, &c.data_dir, c.log_format, c.debug);
+    s.cluster_cidr = c.cluster_cidr.clone();
     s.env_remove = crate::components::env_vars_of(&crate::config::agent_keys());
     s
 }
@@ -150,6 +156,8 @@ fn settings_from(
         log_format,
         debug,
         env_remove: Vec::new(),
+        flannel_backend: n.flannel_backend.clone(),
+        cluster_cidr: String::new(),
     }
 }
 
@@ -389,7 +397,21 @@ pub fn node_agent_spec(
         .set("cni-conf-dir", s.cni_conf_dir().display())
         .set("cni-bin-dir", CNI_BIN_DIR)
         .set("node-name", node_name)
-        .set_opt("node-ip", s.node_ip);
+        .set_opt("node-ip", s.node_ip)
+        .set("flannel-backend", &s.flannel_backend)
+        .set_opt(
+            "cluster-cidr",
+            Some(&s.cluster_cidr).filter(|c| !c.is_empty()),
+        );
+    if !["vxlan", "host-gw", "none"].contains(&s.flannel_backend.as_str()) {
+        return Err(invalid(
+            "node-agent",
+            format!(
+                "flannel-backend {:?} is not vxlan, host-gw or none",
+                s.flannel_backend
+            ),
+        ));
+    }
     args = match credentials {
         Credentials::Kubeconfig(k) => args.set("kubeconfig", k.display()),
         Credentials::Join { server, token_file } => args
@@ -499,6 +521,8 @@ mod tests {
             log_format: LogFormat::Text,
             debug: false,
             env_remove: vec![],
+            flannel_backend: "host-gw".into(),
+            cluster_cidr: "10.245.0.0/16".into(),
         }
     }
 
@@ -556,6 +580,8 @@ mod tests {
             "{a}"
         );
         assert!(a.contains("--pod-cidr=10.1.2.0/24"), "{a}");
+        assert!(a.contains("--flannel-backend=host-gw"), "{a}");
+        assert!(a.contains("--cluster-cidr=10.245.0.0/16"), "{a}");
         assert!(
             !a.contains("--token="),
             "the token stays off the command line: {a}"
@@ -580,6 +606,16 @@ mod tests {
             "{:?}",
             spec.args
         );
+    }
+
+    #[test]
+    fn unknown_flannel_backend_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = settings(dir.path());
+        s.flannel_backend = "wireguard".into();
+        let creds = Credentials::Kubeconfig(dir.path().join("k"));
+        let e = node_agent_spec(&s, "/bin/k3rs-node-agent".into(), "n1", &creds).unwrap_err();
+        assert!(e.to_string().contains("wireguard"), "{e}");
     }
 
     #[test]

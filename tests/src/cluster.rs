@@ -20,6 +20,25 @@ impl ControlPlane {
         Self::start_in(etcd, tempfile::tempdir()?).await
     }
 
+    /// Like [`ControlPlane::start`], listening on every address and
+    /// advertising (and certified for) `advertise`, so node agents in other
+    /// network namespaces reach it there.
+    pub async fn start_reachable(etcd: &str, advertise: std::net::IpAddr) -> Result<Self> {
+        Self::start_on(etcd, tempfile::tempdir()?, Some(advertise)).await
+    }
+
+    /// The admin kubeconfig with `server` at `ip` instead of loopback.
+    pub fn kubeconfig_at(&self, ip: std::net::IpAddr, path: &Path) -> Result<()> {
+        let text = std::fs::read_to_string(&self.kubeconfig)?;
+        let port = self.api.local_addr.port();
+        let text = text.replace(
+            &format!("https://127.0.0.1:{port}"),
+            &format!("https://{ip}:{port}"),
+        );
+        std::fs::write(path, text)?;
+        Ok(())
+    }
+
     /// Stops this apiserver and starts a new one on the same etcd and cert
     /// dir (same CA, service-account key and admin credentials).
     pub async fn restart(self, etcd: &str) -> Result<Self> {
@@ -34,14 +53,29 @@ impl ControlPlane {
     }
 
     async fn start_in(etcd: &str, dir: tempfile::TempDir) -> Result<Self> {
+        Self::start_on(etcd, dir, None).await
+    }
+
+    async fn start_on(
+        etcd: &str,
+        dir: tempfile::TempDir,
+        advertise: Option<std::net::IpAddr>,
+    ) -> Result<Self> {
         let tls = dir.path().join("tls");
         let (kubelet_crt, kubelet_key, ca) = kubelet_client_files(&tls)?;
+        let advertise = advertise.map(|a| a.to_string());
+        let (bind, advertise) = match &advertise {
+            Some(a) => ("0.0.0.0", a.as_str()),
+            None => ("127.0.0.1", "127.0.0.1"),
+        };
         let cli = <k3rs_apiserver::Cli as clap::Parser>::try_parse_from([
             "k3rs-apiserver",
             "--etcd-servers",
             etcd,
             "--bind-address",
-            "127.0.0.1",
+            bind,
+            "--advertise-address",
+            advertise,
             "--secure-port",
             "0",
             "--cert-dir",

@@ -53,6 +53,20 @@ impl Containerd {
     /// rendered from a `registries.yaml` exactly as `k3rs server` does
     /// (hosts dir `<dir>/certs.d`).
     pub async fn start_with_registries(registries: &Registries) -> Result<Self> {
+        Self::start_opts(registries, None).await
+    }
+
+    /// Like [`Containerd::start`], but containerd (and so runc, the CNI
+    /// plugins and every pod) runs in the network namespace `netns`
+    /// (`/run/netns/<netns>`): a separate "host" for multi-node tests. Only
+    /// the network namespace is entered (`nsenter --net`), not a new mount
+    /// namespace as `ip netns exec` makes, which remounts /sys without the
+    /// cgroup hierarchy runc needs. Its socket stays reachable from here.
+    pub async fn start_in_netns(netns: &str) -> Result<Self> {
+        Self::start_opts(&Registries::default(), Some(netns)).await
+    }
+
+    async fn start_opts(registries: &Registries, netns: Option<&str>) -> Result<Self> {
         require("/usr/bin/containerd", "containerd")?;
         require("/usr/sbin/runc", "runc")?;
         require("/usr/lib/cni/bridge", "containernetworking-plugins")?;
@@ -63,7 +77,7 @@ impl Containerd {
         let dir = tempfile::Builder::new().prefix("k3rs-ctd").tempdir()?;
         let mut last = None;
         for snapshotter in ["overlayfs", "native"] {
-            match Self::start_with(&dir, snapshotter, registries).await {
+            match Self::start_with(&dir, snapshotter, registries, netns).await {
                 Ok(child) => {
                     let mut c = Self {
                         socket: dir.path().join("containerd.sock"),
@@ -84,6 +98,7 @@ impl Containerd {
         dir: &tempfile::TempDir,
         snapshotter: &str,
         registries: &Registries,
+        netns: Option<&str>,
     ) -> Result<Child> {
         let d = dir.path();
         std::fs::create_dir_all(d.join("cni"))?;
@@ -127,7 +142,7 @@ disabled_plugins = []
         );
         std::fs::write(d.join("config.toml"), config)?;
         let log = std::fs::File::create(d.join("containerd.log"))?;
-        let mut child = Command::new("containerd")
+        let mut child = crate::netns::command(netns, "containerd")
             .arg("--config")
             .arg(d.join("config.toml"))
             .stdin(Stdio::null())

@@ -13,6 +13,7 @@ pub mod cluster;
 pub mod containerd;
 pub mod fake_dns;
 pub mod fake_node;
+pub mod netns;
 pub mod registry;
 pub mod supervisor;
 

@@ -224,7 +224,11 @@ impl K3rsServer {
                  kube-controller-manager-arg:\n  - secure-port={cm}\n\
                  bind-address: 127.0.0.1\n{}{}",
                 if opts.agent {
-                    ""
+                    // Several nodes share this one host in tests: the
+                    // cross-node pod network (flannel.1, its nft table)
+                    // is host-wide, so it stays off here; tests/tests/
+                    // pod_network.rs covers it with a namespace per host.
+                    "flannel-backend: none\n"
                 } else {
                     "disable-agent: true\n"
                 },
@@ -273,7 +277,8 @@ impl K3rsServer {
         let bin = binaries()?.join("k3rs");
         std::fs::create_dir_all(root)?;
         let config = root.join("config.yaml");
-        std::fs::write(&config, "")?;
+        // One host, several nodes: no cross-node pod network (see `start`).
+        std::fs::write(&config, "flannel-backend: none\n")?;
         let data_dir = root.join("data");
         let mut cmd = Command::new(&bin);
         cmd.arg("agent")
