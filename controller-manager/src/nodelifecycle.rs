@@ -236,7 +236,43 @@ impl Controller {
             api.patch(name, &PatchParams::default(), &Patch::Merge(&patch))
                 .await?;
         }
+        if stale {
+            self.mark_pods_not_ready(name, now).await?;
+        }
         self.evict(name, &new_taints, now).await
+    }
+
+    /// A node that stopped reporting cannot vouch for its pods: they turn
+    /// Ready=False at once (upstream's MarkPodsNotReady), so Services stop
+    /// sending them traffic long before the eviction.
+    async fn mark_pods_not_ready(&self, node: &str, now: Timestamp) -> Result<(), Error> {
+        let pods = self.pods.store.state_filter(|p| {
+            p.spec.as_ref().and_then(|s| s.node_name.as_deref()) == Some(node) && is_ready(p)
+        });
+        for p in pods {
+            let ns = p.namespace().unwrap_or_default();
+            let api: Api<Pod> = Api::namespaced(self.client.clone(), &ns);
+            let patch = serde_json::json!({"status": {"conditions": [{
+                "type": "Ready",
+                "status": "False",
+                "lastTransitionTime": Time(now),
+            }]}});
+            match api
+                .patch_status(
+                    &p.name_any(),
+                    &PatchParams::default(),
+                    &Patch::Strategic(&patch),
+                )
+                .await
+            {
+                Ok(_) => {
+                    tracing::info!(pod = %format!("{ns}/{}", p.name_any()), node, "marked not ready: its node is unreachable")
+                }
+                Err(kube::Error::Api(s)) if s.code == 404 => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(())
     }
 
     async fn evict(&self, node: &str, taints: &[Taint], now: Timestamp) -> Result<(), Error> {
@@ -277,6 +313,13 @@ impl Controller {
         }
         Ok(())
     }
+}
+
+fn is_ready(p: &Pod) -> bool {
+    p.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
 }
 
 #[cfg(test)]

@@ -213,11 +213,14 @@ async fn sync_once<R: Runtime>(
             status.start_time = Some(st);
         }
     }
+    // What the pod shows counts, not only what was written last: a static
+    // pod's mirror may have been replaced by a fresh one with no status, and
+    // the node lifecycle controller marks pods not ready while this agent
+    // could not reach the API.
     let unchanged = last_status
         .as_ref()
         .is_some_and(|prev| same_ignoring_times(prev, &status))
-        // A static pod's mirror may have been replaced by a fresh one with
-        // no status: what it shows counts, not only what was written last.
+        && ready_of(pod.status.as_ref()) == ready_of(Some(&status))
         && (!crate::static_pods::is_static(pod)
             || pod
                 .status
@@ -283,6 +286,15 @@ async fn sync_once<R: Runtime>(
 }
 
 /// Status equality that ignores condition timestamps (they only move on change).
+/// The status of the Ready condition.
+fn ready_of(s: Option<&PodStatus>) -> Option<&str> {
+    s?.conditions
+        .as_ref()?
+        .iter()
+        .find(|c| c.type_ == "Ready")
+        .map(|c| c.status.as_str())
+}
+
 fn same_ignoring_times(a: &PodStatus, b: &PodStatus) -> bool {
     let strip = |s: &PodStatus| {
         let mut s = s.clone();

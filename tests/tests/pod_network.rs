@@ -20,6 +20,9 @@ use k3rs_e2e::{Backend, TestStore};
 
 const V: &str = "1.33";
 const WAIT: Duration = Duration::from_secs(120);
+/// The controller manager's node-monitor grace period here: twice the
+/// agents' 10 s lease renewal, so a live node never looks lost.
+const NODE_GRACE: Duration = Duration::from_secs(20);
 
 /// Per-backend names and ranges, so both tests run side by side.
 struct Net {
@@ -212,6 +215,8 @@ async fn scenario(net: Net) {
     cm.node_cidr_mask_size = 24;
     cm.health_addr = None;
     cm.leader_elect = false;
+    cm.node_monitor_grace_period = NODE_GRACE;
+    cm.node_monitor_period = Duration::from_secs(1);
     let _cm = AbortOnDrop(tokio::spawn(async move {
         if let Err(e) = k3rs_controller_manager::run_until(cm, std::future::pending()).await {
             eprintln!("controller manager: {e}");
@@ -450,6 +455,44 @@ async fn scenario(net: Net) {
         &net,
         "ClusterIP reachable from both hosts, NodePort on both",
     );
+    // ServiceLB: a LoadBalancer Service gets both hosts' addresses and is
+    // answered on each of them.
+    cp.kubectl_in(
+        V,
+        &["apply", "-f", "-"],
+        Some("apiVersion: v1\nkind: Service\nmetadata: {name: web-lb}\nspec:\n  type: LoadBalancer\n  selector: {app: web}\n  ports: [{port: 8080, targetPort: 80}]\n"),
+    )
+    .await;
+    let mut want = vec![a.host.ip.to_string(), b.host.ip.to_string()];
+    want.sort();
+    cp.wait_for("web-lb has both hosts' addresses", WAIT, logs, || async {
+        let got = cp
+            .jsonpath(
+                V,
+                &["svc", "web-lb"],
+                "{.status.loadBalancer.ingress[*].ip}",
+            )
+            .await;
+        let mut got: Vec<String> = got.split_whitespace().map(String::from).collect();
+        got.sort();
+        (got == want).then_some(())
+    })
+    .await;
+    for node in [&a, &b] {
+        let addr = std::net::SocketAddr::from((node.host.ip, 8080));
+        cp.wait_for(
+            &format!("load balancer {addr} answers"),
+            WAIT,
+            logs,
+            || async {
+                http_from_here(addr)
+                    .await
+                    .filter(|o| o.contains("hello-from-b"))
+            },
+        )
+        .await;
+    }
+    step(&net, "LoadBalancer answered on every host");
     // A restarted agent adopts what is there: same VTEP MAC, one route and
     // one FDB entry per peer, traffic still flows.
     let ann_before = cp
@@ -496,9 +539,41 @@ async fn scenario(net: Net) {
     )
     .await;
     step(&net, "restart converged");
-    // Node B goes away: its agent stops and the Node is deleted; A drops
-    // every entry it had for B.
+    // Node B goes away: its agent stops. Once its lease is older than the
+    // node-monitor grace period the node lifecycle controller marks its
+    // pods not ready, and web (on B) leaves the Service's endpoints.
     b.agent.stop();
+    let stopped = std::time::Instant::now();
+    cp.wait_for("web's endpoint turns not ready", WAIT, logs, || async {
+        let ready = cp
+            .jsonpath(
+                V,
+                &["endpointslices", "-l", "kubernetes.io/service-name=web"],
+                "{.items[*].endpoints[*].conditions.ready}",
+            )
+            .await;
+        (ready == "false").then_some(())
+    })
+    .await;
+    let took = stopped.elapsed();
+    assert!(
+        took < NODE_GRACE + Duration::from_secs(15),
+        "endpoints removed {took:?} after the agent stopped (grace {NODE_GRACE:?})"
+    );
+    eprintln!("pod_network: endpoints of the lost node removed after {took:?}");
+    cp.wait_for(
+        "the ClusterIP no longer answers from A",
+        WAIT,
+        logs,
+        || async {
+            exec(&cp, "client-a", &http_get(&cluster_ip, 80))
+                .await
+                .is_none_or(|o| !o.contains("hello-from-b"))
+                .then_some(())
+        },
+    )
+    .await;
+    // Then the Node is deleted; A drops every entry it had for B.
     cp.kubectl(V, &["delete", "node", &b_name, "--wait=false"])
         .await;
     let b_ip = b.host.ip.to_string();
