@@ -437,6 +437,22 @@ async fn scenario(net: Net) {
         .await;
     }
 
+    // And from each host itself (host-originated traffic to a ClusterIP).
+    for node in [&a, &b] {
+        let get =
+            format!("printf 'GET / HTTP/1.0\\r\\n\\r\\n' | /bin/busybox nc -w 3 {cluster_ip} 80");
+        cp.wait_for(
+            &format!("host {} reaches the ClusterIP", node.host.ip),
+            WAIT,
+            logs,
+            || async {
+                let out = node.host.stdout("/bin/busybox", &["sh", "-c", &get]);
+                out.contains("hello-from-b").then_some(())
+            },
+        )
+        .await;
+    }
+
     let node_port: u16 = cp
         .jsonpath(V, &["svc", "web"], "{.spec.ports[0].nodePort}")
         .await

@@ -507,6 +507,25 @@ spec:
 
     if mode == Mode::Nftables {
         load_balancer(&cp, node_ip, &[&ip_a, &ip_b]).await;
+        // A Service with two ports on one port/protocol is refused whole:
+        // nothing is stored, nothing reaches the kernel.
+        let bad = "apiVersion: v1\nkind: Service\nmetadata: {name: twice}\nspec:\n  selector: {app: web}\n  ports:\n  - {name: a, port: 81, targetPort: 8080}\n  - {name: b, port: 81, targetPort: 8080}\n";
+        let out = cp
+            .kubectl_with(V, &["apply", "-f", "-"], Some(bad), &[])
+            .await
+            .expect("kubectl runs");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success()
+                && err.contains("spec.ports[1]")
+                && err.contains("Duplicate value"),
+            "{err}"
+        );
+        let get = cp
+            .kubectl_with(V, &["get", "svc", "twice"], None, &[])
+            .await
+            .expect("kubectl runs");
+        assert!(!get.status.success(), "the refused Service was not stored");
     }
 
     // A Service without endpoints refuses at once instead of timing out.
