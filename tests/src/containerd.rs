@@ -28,6 +28,10 @@ pub struct Containerd {
     /// Where containerd reads CNI network configs (the agent writes them).
     pub cni_conf_dir: PathBuf,
     child: Option<Child>,
+    /// How it was started, for [`Containerd::restart`].
+    snapshotter: &'static str,
+    registries: Registries,
+    netns: Option<String>,
 }
 
 fn free_port() -> Result<u16> {
@@ -84,6 +88,9 @@ impl Containerd {
                         cni_conf_dir: dir.path().join("cni"),
                         dir,
                         child: Some(child),
+                        snapshotter,
+                        registries: registries.clone(),
+                        netns: netns.map(String::from),
                     };
                     c.import_images().await?;
                     return Ok(c);
@@ -208,6 +215,30 @@ disabled_plugins = []
                 );
             }
         }
+        Ok(())
+    }
+
+    /// Kills containerd as a crash would (SIGKILL), leaving its shims and
+    /// so the running containers alone; the socket stops answering.
+    pub fn crash(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        let _ = std::fs::remove_file(&self.socket);
+    }
+
+    /// Starts containerd again on the same root and state after [`crash`](Self::crash).
+    pub async fn restart(&mut self) -> Result<()> {
+        self.crash();
+        let child = Self::start_with(
+            &self.dir,
+            self.snapshotter,
+            &self.registries,
+            self.netns.as_deref(),
+        )
+        .await?;
+        self.child = Some(child);
         Ok(())
     }
 
