@@ -242,6 +242,30 @@ disabled_plugins = []
         Ok(())
     }
 
+    /// An in-process node agent on this containerd, as the suites run it
+    /// side by side: files under `dir`, its own pod range and bridge, the
+    /// kubelet API on a free loopback port, no health endpoint.
+    pub fn agent_config(
+        &self,
+        kubeconfig: &Path,
+        node: &str,
+        pod_cidr: &str,
+        bridge: &str,
+        dir: &Path,
+    ) -> k3rs_node_agent::Config {
+        let mut c = k3rs_node_agent::Config::new(kubeconfig.to_path_buf(), node.into());
+        c.container_runtime_endpoint = self.endpoint();
+        c.root_dir = dir.join("agent");
+        c.pod_logs_dir = dir.join("pods-logs");
+        c.pod_cidr = Some(pod_cidr.into());
+        c.cni_conf_dir = self.cni_conf_dir.clone();
+        c.cni_bridge = bridge.into();
+        c.healthz_addr = None;
+        c.bind_address = std::net::IpAddr::from([127, 0, 0, 1]);
+        c.port = 0;
+        c
+    }
+
     /// The CRI endpoint for `--container-runtime-endpoint`.
     pub fn endpoint(&self) -> String {
         format!("unix://{}", self.socket.display())

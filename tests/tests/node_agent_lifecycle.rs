@@ -21,18 +21,7 @@ const BRIDGE: &str = "k3rslc0";
 const V: &str = "1.33";
 
 fn agent_config(cp: &ControlPlane, ctd: &Containerd, dir: &Path) -> k3rs_node_agent::Config {
-    let mut c = k3rs_node_agent::Config::new(cp.kubeconfig.clone(), NODE.into());
-    c.container_runtime_endpoint = ctd.endpoint();
-    c.root_dir = dir.join("agent");
-    c.pod_logs_dir = dir.join("pods-logs");
-    c.pod_cidr = Some(POD_CIDR.into());
-    c.cni_conf_dir = ctd.cni_conf_dir.clone();
-    c.cni_bridge = BRIDGE.into();
-    c.healthz_addr = None;
-    // The kubelet API on a free loopback port: tests run side by side.
-    c.bind_address = std::net::IpAddr::from([127, 0, 0, 1]);
-    c.port = 0;
-    c
+    ctd.agent_config(&cp.kubeconfig, NODE, POD_CIDR, BRIDGE, dir)
 }
 
 async fn jsonpath(cp: &ControlPlane, what: &[&str], path: &str) -> String {

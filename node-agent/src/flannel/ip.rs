@@ -191,32 +191,16 @@ pub fn nft_available() -> bool {
 
 /// Installs (atomically replaces) the masquerade table.
 pub fn apply_masquerade(table: &str, cluster: Ipv4Cidr) -> Result<(), NetError> {
-    use std::io::Write;
     let script = masquerade_script(table, cluster);
-    let spawn = |source| NetError::Spawn {
-        program: "nft",
-        source,
-    };
-    let mut child = Command::new("nft")
-        .args(["-f", "-"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(spawn)?;
-    if let Some(mut stdin) = child.stdin.take() {
-        // A failed write shows up as nft's failure below.
-        let _ = stdin.write_all(script.as_bytes());
-    }
-    let out = child.wait_with_output().map_err(spawn)?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(NetError::Failed {
-            command: "nft -f -".into(),
-            stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
-        })
-    }
+    crate::proxy::apply::run_with_stdin("nft", &["-f", "-"], &script).map_err(|e| match e {
+        crate::proxy::apply::ApplyError::Spawn { program, source } => {
+            NetError::Spawn { program, source }
+        }
+        crate::proxy::apply::ApplyError::Rejected { program, stderr } => NetError::Failed {
+            command: format!("{program} -f -"),
+            stderr,
+        },
+    })
 }
 
 /// `ip` and `bridge` on this network namespace.

@@ -13,21 +13,16 @@
 pub mod model;
 pub mod nft;
 
-use std::fmt::Debug;
-use std::hash::Hash;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Namespace, Pod};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use kube::Api;
-use kube::runtime::reflector::{self, Store};
-use kube::runtime::{WatchStreamExt, watcher};
-use serde::de::DeserializeOwned;
 use tokio::sync::Notify;
 
 use crate::proxy::apply::{self, ApplyError, Kernel, NftCli};
+use crate::proxy::reflect;
 
 /// The table the agent owns.
 pub const DEFAULT_TABLE: &str = "k3rs-netpol";
@@ -118,29 +113,6 @@ pub fn enable_bridge_netfilter() -> bool {
     }
 }
 
-/// A store of `K` kept current by a watch, plus the task driving it; every
-/// change after the initial list wakes `changed`.
-fn reflect<K>(api: Api<K>, changed: Arc<Notify>) -> (Store<K>, impl Future<Output = ()>)
-where
-    K: kube::Resource + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
-    K::DynamicType: Default + Eq + Hash + Clone,
-{
-    let (reader, writer) = reflector::store();
-    let drive = async move {
-        let stream = reflector::reflector(writer, watcher(api, watcher::Config::default()))
-            .default_backoff();
-        futures::pin_mut!(stream);
-        while let Some(ev) = stream.next().await {
-            match ev {
-                Ok(watcher::Event::Init | watcher::Event::InitApply(_)) => {}
-                Ok(_) => changed.notify_one(),
-                Err(e) => tracing::warn!(error = %e, "network policy watch"),
-            }
-        }
-    };
-    (reader, drive)
-}
-
 /// Runs until the task is dropped. The table stays when it stops, so a
 /// restarting agent does not open the node meanwhile.
 pub async fn run(client: kube::Client, config: NetpolConfig, node_name: String) {
@@ -172,10 +144,21 @@ pub async fn run(client: kube::Client, config: NetpolConfig, node_name: String) 
         );
     }
     let changed = Arc::new(Notify::new());
-    let (policies, drive_policies) =
-        reflect(Api::<NetworkPolicy>::all(client.clone()), changed.clone());
-    let (pods, drive_pods) = reflect(Api::<Pod>::all(client.clone()), changed.clone());
-    let (namespaces, drive_namespaces) = reflect(Api::<Namespace>::all(client), changed.clone());
+    let (policies, drive_policies) = reflect(
+        Api::<NetworkPolicy>::all(client.clone()),
+        changed.clone(),
+        "network policy",
+    );
+    let (pods, drive_pods) = reflect(
+        Api::<Pod>::all(client.clone()),
+        changed.clone(),
+        "network policy",
+    );
+    let (namespaces, drive_namespaces) = crate::proxy::reflect(
+        Api::<Namespace>::all(client),
+        changed.clone(),
+        "network policy",
+    );
     let watches = async {
         tokio::join!(drive_policies, drive_pods, drive_namespaces);
     };

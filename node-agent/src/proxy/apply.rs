@@ -42,8 +42,13 @@ impl<K: Kernel + ?Sized> Kernel for Box<K> {
     }
 }
 
-/// Runs `program args…` with `script` on stdin.
-fn run_with_stdin(program: &'static str, args: &[&str], script: &str) -> Result<(), ApplyError> {
+/// Runs `program args…` with `script` on stdin (the pod network's
+/// masquerade table loads through it too).
+pub(crate) fn run_with_stdin(
+    program: &'static str,
+    args: &[&str],
+    script: &str,
+) -> Result<(), ApplyError> {
     let spawn = |source| ApplyError::Spawn { program, source };
     let mut child = Command::new(program)
         .args(args)

@@ -106,8 +106,13 @@ fn enable_forwarding() {
 }
 
 /// A store of `K` kept current by a watch, plus the task driving it; every
-/// change after the initial list wakes `changed`.
-fn reflect<K>(api: Api<K>, changed: Arc<Notify>) -> (Store<K>, impl Future<Output = ()>)
+/// change after the initial list wakes `changed`. `what` names the watch in
+/// its log lines. Shared with the NetworkPolicy enforcer.
+pub(crate) fn reflect<K>(
+    api: Api<K>,
+    changed: Arc<Notify>,
+    what: &'static str,
+) -> (Store<K>, impl Future<Output = ()>)
 where
     K: kube::Resource + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
     K::DynamicType: Default + Eq + Hash + Clone,
@@ -121,7 +126,7 @@ where
             match ev {
                 Ok(watcher::Event::Init | watcher::Event::InitApply(_)) => {}
                 Ok(_) => changed.notify_one(),
-                Err(e) => tracing::warn!(error = %e, "service proxy watch"),
+                Err(e) => tracing::warn!(error = %e, "{what} watch"),
             }
         }
     };
@@ -134,10 +139,17 @@ where
 pub async fn run(client: kube::Client, config: ProxyConfig, ctx: NodeContext) {
     enable_forwarding();
     let changed = Arc::new(Notify::new());
-    let (services, drive_services) = reflect(Api::<Service>::all(client.clone()), changed.clone());
-    let (slices, drive_slices) =
-        reflect(Api::<EndpointSlice>::all(client.clone()), changed.clone());
-    let (nodes, drive_nodes) = reflect(Api::<Node>::all(client), changed.clone());
+    let (services, drive_services) = reflect(
+        Api::<Service>::all(client.clone()),
+        changed.clone(),
+        "service proxy",
+    );
+    let (slices, drive_slices) = reflect(
+        Api::<EndpointSlice>::all(client.clone()),
+        changed.clone(),
+        "service proxy",
+    );
+    let (nodes, drive_nodes) = reflect(Api::<Node>::all(client), changed.clone(), "service proxy");
     let watches = async {
         tokio::join!(drive_services, drive_slices, drive_nodes);
     };
