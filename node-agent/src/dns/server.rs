@@ -27,6 +27,14 @@ const MAX_IN_FLIGHT: usize = 1024;
 const TCP_IDLE: Duration = Duration::from_secs(10);
 
 /// Answers DNS messages.
+/// What an answer still needs from an upstream.
+enum Pending {
+    /// The name is not in the zone and not in the forward cache.
+    Forward,
+    /// The zone's answer ends in a CNAME pointing out of the zone.
+    Chase(Box<Message>, RecordType),
+}
+
 pub struct Resolver {
     pub zone: Arc<RwLock<Zone>>,
     pub forwarder: Forwarder,
@@ -41,8 +49,8 @@ impl Resolver {
             Err(reply) => return reply,
         };
         let response = match self.respond_now(&request) {
-            Some(m) => m,
-            None => self.respond(&request).await,
+            Ok(m) => m,
+            Err(pending) => self.respond_upstream(&request, pending).await,
         };
         finish(&request, response, udp)
     }
@@ -56,7 +64,7 @@ impl Resolver {
             Ok(r) => r,
             Err(reply) => return Some(reply),
         };
-        let response = self.respond_now(&request)?;
+        let response = self.respond_now(&request).ok()?;
         Some(finish(&request, response, udp))
     }
 
@@ -81,17 +89,18 @@ impl Resolver {
     }
 
     /// The answer when nothing has to be asked upstream: errors, the zone
-    /// (CNAMEs chased inside it), forward cache hits.
-    fn respond_now(&self, request: &Message) -> Option<Message> {
+    /// (CNAMEs chased inside it), forward cache hits; otherwise what is
+    /// left for an upstream.
+    fn respond_now(&self, request: &Message) -> Result<Message, Pending> {
         let id = request.metadata.id;
         if request.metadata.op_code != OpCode::Query {
-            return Some(with_queries(
+            return Ok(with_queries(
                 Message::error_msg(id, request.metadata.op_code, ResponseCode::NotImp),
                 request,
             ));
         }
         let [query] = request.queries.as_slice() else {
-            return Some(with_queries(
+            return Ok(with_queries(
                 Message::error_msg(id, OpCode::Query, ResponseCode::FormErr),
                 request,
             ));
@@ -99,7 +108,7 @@ impl Resolver {
         let qtype = query.query_type();
         let mut m = with_queries(Message::response(id, OpCode::Query), request);
         match self.lookup(query.name(), qtype) {
-            Lookup::NotOurs => return self.forwarder.cached(request),
+            Lookup::NotOurs => return self.forwarder.cached(request).ok_or(Pending::Forward),
             Lookup::NxDomain(soa) => {
                 m.metadata.authoritative = true;
                 m.metadata.response_code = ResponseCode::NXDomain;
@@ -117,12 +126,12 @@ impl Resolver {
                 m.add_answers(answers);
                 m.add_additionals(additionals);
                 if qtype != RecordType::CNAME && !self.chase_in_zone(&mut m, qtype) {
-                    // The chain leaves the zone: the async path asks upstream.
-                    return None;
+                    // The chain leaves the zone: an upstream finishes it.
+                    return Err(Pending::Chase(Box::new(m), qtype));
                 }
             }
         }
-        Some(m)
+        Ok(m)
     }
 
     /// Follows a trailing CNAME inside the zone; false when it points out
@@ -143,58 +152,28 @@ impl Resolver {
         true
     }
 
-    async fn respond(&self, request: &Message) -> Message {
-        let id = request.metadata.id;
-        if request.metadata.op_code != OpCode::Query {
-            return with_queries(
-                Message::error_msg(id, request.metadata.op_code, ResponseCode::NotImp),
-                request,
-            );
-        }
-        let [query] = request.queries.as_slice() else {
-            return with_queries(
-                Message::error_msg(id, OpCode::Query, ResponseCode::FormErr),
-                request,
-            );
-        };
-        let qtype = query.query_type();
-        let lookup = self.lookup(query.name(), qtype);
-        let mut m = with_queries(Message::response(id, OpCode::Query), request);
-        match lookup {
-            Lookup::NotOurs => {
-                return match self.forwarder.resolve(request).await {
-                    Ok(m) => m,
-                    Err(e) => {
-                        tracing::debug!(name = %query.name(), error = %e, "no upstream answer");
-                        with_queries(
-                            Message::error_msg(id, OpCode::Query, ResponseCode::ServFail),
-                            request,
-                        )
-                    }
-                };
+    /// Finishes what [`respond_now`](Self::respond_now) left for an upstream.
+    async fn respond_upstream(&self, request: &Message, pending: Pending) -> Message {
+        match pending {
+            Pending::Chase(mut m, qtype) => {
+                self.chase(&mut m, qtype).await;
+                *m
             }
-            Lookup::NxDomain(soa) => {
-                m.metadata.authoritative = true;
-                m.metadata.response_code = ResponseCode::NXDomain;
-                m.add_authority(soa);
-            }
-            Lookup::NoData(soa) => {
-                m.metadata.authoritative = true;
-                m.add_authority(soa);
-            }
-            Lookup::Answer {
-                answers,
-                additionals,
-            } => {
-                m.metadata.authoritative = true;
-                m.add_answers(answers);
-                m.add_additionals(additionals);
-                if qtype != RecordType::CNAME {
-                    self.chase(&mut m, qtype).await;
+            Pending::Forward => match self.forwarder.resolve(request).await {
+                Ok(m) => m,
+                Err(e) => {
+                    tracing::debug!(error = %e, "no upstream answer");
+                    with_queries(
+                        Message::error_msg(
+                            request.metadata.id,
+                            OpCode::Query,
+                            ResponseCode::ServFail,
+                        ),
+                        request,
+                    )
                 }
-            }
+            },
         }
-        m
     }
 
     fn lookup(&self, name: &hickory_proto::rr::Name, qtype: RecordType) -> Lookup {
