@@ -266,6 +266,30 @@ disabled_plugins = []
         c
     }
 
+    /// [`agent_config`](Self::agent_config) for an agent `cp`'s apiserver
+    /// reaches (`kubectl logs/exec/cp/debug`): the node address on loopback,
+    /// a serving certificate for it from the cluster CA, and client
+    /// certificates checked against that CA.
+    pub fn served_agent_config(
+        &self,
+        cp: &crate::cluster::ControlPlane,
+        node: &str,
+        pod_cidr: &str,
+        bridge: &str,
+        dir: &Path,
+    ) -> k3rs_node_agent::Config {
+        let ip = std::net::IpAddr::from([127, 0, 0, 1]);
+        let (crt, key) = cp
+            .issue_kubelet_serving(node, ip, &dir.join("pki"))
+            .expect("kubelet serving certificate");
+        let mut c = self.agent_config(&cp.kubeconfig, node, pod_cidr, bridge, dir);
+        c.node_ip = Some(ip);
+        c.tls_cert_file = Some(crt);
+        c.tls_private_key_file = Some(key);
+        c.client_ca_file = Some(cp.api.ca_file.clone());
+        c
+    }
+
     /// The CRI endpoint for `--container-runtime-endpoint`.
     pub fn endpoint(&self) -> String {
         format!("unix://{}", self.socket.display())

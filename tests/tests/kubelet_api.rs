@@ -7,7 +7,6 @@
 //! server's pods/proxy and services/proxy to a real pod. Needs root and the
 //! packages scripts/setup.sh installs.
 
-use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
 use k3rs_e2e::cluster::ControlPlane;
@@ -126,23 +125,7 @@ async fn kubectl_logs_exec_cp_port_forward_through_the_kubelet_api() {
         .expect("apiserver");
     let ctd = Containerd::start().await.expect("containerd");
     let dir = tempfile::tempdir().unwrap();
-    let ip = IpAddr::from([127, 0, 0, 1]);
-    let (crt, key) = cp
-        .issue_kubelet_serving(NODE, ip, &dir.path().join("pki"))
-        .expect("serving cert");
-    let mut c = k3rs_node_agent::Config::new(cp.kubeconfig.clone(), NODE.into());
-    c.container_runtime_endpoint = ctd.endpoint();
-    c.root_dir = dir.path().join("agent");
-    c.pod_logs_dir = dir.path().join("pod-logs");
-    c.pod_cidr = Some(POD_CIDR.into());
-    c.cni_conf_dir = ctd.cni_conf_dir.clone();
-    c.healthz_addr = None;
-    c.node_ip = Some(ip);
-    c.bind_address = ip;
-    c.port = 0;
-    c.tls_cert_file = Some(crt);
-    c.tls_private_key_file = Some(key);
-    c.client_ca_file = Some(cp.api.ca_file.clone());
+    let c = ctd.served_agent_config(&cp, NODE, POD_CIDR, BRIDGE, dir.path());
     let agent = k3rs_node_agent::start(c).await.expect("start agent");
     let port = agent.kubelet_addr.port();
 
@@ -156,20 +139,6 @@ async fn kubectl_logs_exec_cp_port_forward_through_the_kubelet_api() {
         (s == format!("True {port}")).then_some(())
     })
     .await;
-    // Other tests on this host use `cni0` with their own pod CIDR, and the
-    // bridge plugin refuses a second gateway address: give our pods a bridge
-    // of their own (containerd reloads the conflist when it changes).
-    let conflist = ctd.cni_conf_dir.join(k3rs_node_agent::cni::CONFLIST);
-    let text = wait_for(&cp, &ctd, "the CNI config", || async {
-        std::fs::read_to_string(&conflist).ok()
-    })
-    .await;
-    std::fs::write(
-        &conflist,
-        text.replace("\"cni0\"", &format!("\"{BRIDGE}\"")),
-    )
-    .unwrap();
-    tokio::time::sleep(Duration::from_secs(2)).await;
     cp.kubectl(V, &["create", "serviceaccount", "default"])
         .await;
     let ca = format!("--from-file=ca.crt={}", cp.api.ca_file.display());

@@ -54,25 +54,8 @@ fn agent_config(
     dir: &Path,
     enforce: bool,
 ) -> k3rs_node_agent::Config {
-    let ip = IpAddr::from([127, 0, 0, 1]);
     // kubectl exec goes apiserver → kubelet API at the node's address.
-    let (crt, key) = cp
-        .issue_kubelet_serving(NODE, ip, &dir.join("pki"))
-        .expect("serving cert");
-    let mut c = k3rs_node_agent::Config::new(cp.kubeconfig.clone(), NODE.into());
-    c.container_runtime_endpoint = ctd.endpoint();
-    c.root_dir = dir.join("agent");
-    c.pod_logs_dir = dir.join("pod-logs");
-    c.pod_cidr = Some(POD_CIDR.into());
-    c.cni_conf_dir = ctd.cni_conf_dir.clone();
-    c.cni_bridge = BRIDGE.into();
-    c.healthz_addr = None;
-    c.node_ip = Some(ip);
-    c.bind_address = ip;
-    c.port = 0;
-    c.tls_cert_file = Some(crt);
-    c.tls_private_key_file = Some(key);
-    c.client_ca_file = Some(cp.api.ca_file.clone());
+    let mut c = ctd.served_agent_config(cp, NODE, POD_CIDR, BRIDGE, dir);
     c.network_policy = Some(k3rs_node_agent::netpol::NetpolConfig {
         enabled: enforce,
         table: TABLE.into(),

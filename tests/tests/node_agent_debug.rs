@@ -6,7 +6,6 @@
 //! private containerd, kubectl as the user. Needs root and the packages
 //! scripts/setup.sh installs.
 
-use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
 use k3rs_e2e::cluster::ControlPlane;
@@ -55,24 +54,7 @@ async fn kubectl_debug_runs_an_ephemeral_container_in_the_pod() {
     let dir = tempfile::tempdir().unwrap();
     // The apiserver reaches the kubelet API at the node's address with the
     // cluster CA: serve it on loopback with a certificate for it.
-    let ip = IpAddr::from([127, 0, 0, 1]);
-    let (crt, key) = cp
-        .issue_kubelet_serving(NODE, ip, &dir.path().join("pki"))
-        .expect("serving cert");
-    let mut c = k3rs_node_agent::Config::new(cp.kubeconfig.clone(), NODE.into());
-    c.container_runtime_endpoint = ctd.endpoint();
-    c.root_dir = dir.path().join("agent");
-    c.pod_logs_dir = dir.path().join("pod-logs");
-    c.pod_cidr = Some(POD_CIDR.into());
-    c.cni_conf_dir = ctd.cni_conf_dir.clone();
-    c.cni_bridge = BRIDGE.into();
-    c.healthz_addr = None;
-    c.node_ip = Some(ip);
-    c.bind_address = ip;
-    c.port = 0;
-    c.tls_cert_file = Some(crt);
-    c.tls_private_key_file = Some(key);
-    c.client_ca_file = Some(cp.api.ca_file.clone());
+    let c = ctd.served_agent_config(&cp, NODE, POD_CIDR, BRIDGE, dir.path());
     let agent = k3rs_node_agent::start(c).await.expect("start agent");
 
     // What the controller manager would publish; the pod's token volume

@@ -17,27 +17,9 @@ const POD_CIDR: &str = "10.244.87.0/24";
 const BRIDGE: &str = "k3rsvol87";
 const V: &str = "1.33";
 
+/// `kubectl logs` goes through the apiserver to this agent's kubelet API.
 fn agent_config(cp: &ControlPlane, ctd: &Containerd, dir: &Path) -> k3rs_node_agent::Config {
-    let mut c = k3rs_node_agent::Config::new(cp.kubeconfig.clone(), NODE.into());
-    c.container_runtime_endpoint = ctd.endpoint();
-    c.root_dir = dir.join("agent");
-    c.pod_logs_dir = dir.join("pods-logs");
-    c.pod_cidr = Some(POD_CIDR.into());
-    c.cni_conf_dir = ctd.cni_conf_dir.clone();
-    c.cni_bridge = BRIDGE.into();
-    c.healthz_addr = None;
-    // `kubectl logs` reaches the kubelet API through the apiserver.
-    let ip = std::net::IpAddr::from([127, 0, 0, 1]);
-    let (crt, key) = cp
-        .issue_kubelet_serving(NODE, ip, &dir.join("pki"))
-        .expect("serving cert");
-    c.node_ip = Some(ip);
-    c.bind_address = ip;
-    c.port = 0;
-    c.tls_cert_file = Some(crt);
-    c.tls_private_key_file = Some(key);
-    c.client_ca_file = Some(cp.api.ca_file.clone());
-    c
+    ctd.served_agent_config(cp, NODE, POD_CIDR, BRIDGE, dir)
 }
 
 fn pod(name: &str, script: &str, mounts: &str, volumes: &str) -> String {
