@@ -5,7 +5,6 @@
 //! client pod, `nc` to the server pod. Needs root, `nft`, br_netfilter and
 //! the packages scripts/setup.sh installs.
 
-use std::net::IpAddr;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
